@@ -1,0 +1,255 @@
+"""Shared datamodule: official train/test splits, a seeded validation split, batches of uint8 images.
+
+Small datasets (MNIST, Fashion-MNIST, the flowers copy) live in memory as one uint8 tensor per split and batches are
+built by indexing it: no per-sample PIL/ToTensor work. `in_memory=false` keeps torchvision's per-sample path for image
+folders too large for memory. Both paths draw batches from the same seeded sampler, so they yield identical batches.
+Pixels stay uint8 until they reach the model's device, where `to_float` scales them to [0, 1].
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from aelab.errors import DataError, check
+
+
+@dataclass
+class Split:
+    """One split held in memory: images uint8 [N, C, H, W], labels int64 [N]."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, index: torch.Tensor) -> "Split":
+        return Split(self.images[index], self.labels[index])
+
+
+class SplitSamples(Dataset):
+    """Per-sample view of an in-memory split (the map-style Dataset that torchvision pipelines expect)."""
+
+    def __init__(self, split: Split):
+        self.split = split
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return self.split.images[i], int(self.split.labels[i])
+
+
+class IndexedBatches(Dataset):
+    """Whole batches by fancy indexing: the sampler yields index lists, this returns (images, labels)."""
+
+    def __init__(self, split: Split):
+        self.split = split
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, index: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        index = torch.as_tensor(index)
+        return self.split.images[index], self.split.labels[index]
+
+
+class EpochBatchSampler(torch.utils.data.Sampler):
+    """Yields index batches; the order depends only on (seed, epoch), so a resumed run replays the same epoch.
+
+    With several processes (DDP) each rank takes every world_size-th batch of the same permutation.
+    """
+
+    def __init__(self, n: int, batch_size: int, shuffle: bool, seed: int, drop_last: bool = False,
+                 rank: int = 0, world_size: int = 1):
+        self.n, self.batch_size, self.shuffle, self.seed = n, batch_size, shuffle, seed
+        self.drop_last, self.rank, self.world_size = drop_last, rank, world_size
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:  # Lightning calls this at every epoch start
+        self.epoch = epoch
+
+    def _batches(self) -> list[torch.Tensor]:
+        if self.shuffle:
+            order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch))
+        else:
+            order = torch.arange(self.n)
+        batches = list(order.split(self.batch_size))
+        if self.drop_last and batches and len(batches[-1]) < self.batch_size:
+            batches.pop()
+        usable = len(batches) - len(batches) % self.world_size if self.world_size > 1 and self.shuffle else len(batches)
+        return batches[self.rank:usable:self.world_size]
+
+    def __iter__(self):
+        return (b.tolist() for b in self._batches())
+
+    def __len__(self) -> int:
+        return len(self._batches())
+
+
+def to_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 [0, 255] -> float [0, 1] (done on the model's device, after the cheap uint8 transfer)."""
+    return images.float().div_(255) if images.dtype == torch.uint8 else images.float()
+
+
+def md5(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def atomic_torch_save(obj, path: Path) -> None:
+    """Write to a temporary file beside `path`, then rename: readers never see a half-written file, and two
+    processes filling the same cache at once each rename a complete file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class ImageDataModule(L.LightningDataModule):
+    """Base for every dataset. Subclasses implement `samples(split)` for the official "train" and "test" splits
+    (a Dataset of (uint8 CHW tensor, label)) or override `load(split)` when the files already hold tensors."""
+
+    name = "images"
+    num_classes: int | None = None
+
+    def __init__(self, data_dir: str, batch_size: int = 128, num_workers: int = 0, val_fraction: float = 0.1,
+                 seed: int = 0, in_memory: bool = True, cache_dir: str | None = None, download: bool = True,
+                 pin_memory: bool | None = None, drop_last: bool = False):
+        super().__init__()
+        check(isinstance(batch_size, int) and batch_size >= 1, f"data.batch_size must be an integer >= 1, got {batch_size!r}")
+        check(isinstance(num_workers, int) and num_workers >= 0, f"data.num_workers must be an integer >= 0, got {num_workers!r}")
+        check(0 < val_fraction < 1, f"data.val_fraction must be in (0, 1), got {val_fraction!r}")
+        self.data_dir = Path(data_dir).expanduser()
+        self.batch_size, self.num_workers, self.val_fraction = batch_size, num_workers, val_fraction
+        self.seed, self.in_memory, self.download, self.drop_last = seed, in_memory, download, drop_last
+        self.cache_dir = Path(cache_dir).expanduser() if cache_dir else None
+        self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
+        self.splits: dict[str, Split] = {}
+        self.sample_sets: dict[str, Dataset] = {}
+
+    # --- what subclasses provide -------------------------------------------------------------------------------
+    def samples(self, split: str) -> Dataset:
+        """Per-sample Dataset of the official split ("train" or "test") yielding (uint8 [C, H, W], int label)."""
+        return SplitSamples(self.load(split))
+
+    def load(self, split: str) -> Split:
+        """The official split in memory. Default: decode `samples(split)` once, cached under cache_dir."""
+        cache = self._cache_path(split)
+        if cache is not None and cache.exists():
+            try:
+                images, labels = torch.load(cache, weights_only=True)
+                return Split(images, labels)
+            except Exception:  # a damaged cache file is rebuilt, never trusted
+                cache.unlink(missing_ok=True)
+        data = self.samples(split)
+        images, labels = [], []
+        for i in range(len(data)):
+            image, label = data[i]
+            images.append(image)
+            labels.append(label)
+        loaded = Split(torch.stack(images), torch.as_tensor(labels, dtype=torch.long))
+        if cache is not None:
+            atomic_torch_save((loaded.images, loaded.labels), cache)
+        return loaded
+
+    def cache_key(self) -> str | None:
+        """A string that changes whenever the decoded tensors would (source files, image size...); None: no cache."""
+        return None
+
+    # --- shared machinery --------------------------------------------------------------------------------------
+    def _cache_path(self, split: str) -> Path | None:
+        key = self.cache_key()
+        if self.cache_dir is None or key is None:
+            return None
+        digest = hashlib.sha1(f"{key}|{split}".encode()).hexdigest()[:16]
+        return self.cache_dir / f"{self.name}-{split}-{digest}.pt"
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return  # idempotent: train.py sets up early to read shapes, Lightning calls setup again
+        if self.in_memory:
+            train, test = self.load("train"), self.load("test")
+            train_idx, val_idx = self._val_split(len(train))
+            self.splits = {"train": train.subset(train_idx), "val": train.subset(val_idx), "test": test}
+        else:
+            train, test = self.samples("train"), self.samples("test")
+            train_idx, val_idx = self._val_split(len(train))
+            self.sample_sets = {"train": torch.utils.data.Subset(train, train_idx.tolist()),
+                                "val": torch.utils.data.Subset(train, val_idx.tolist()), "test": test}
+            first, _ = test[0]
+            self.splits = {k: Split(first[None].new_empty((0, *first.shape)), torch.empty(0, dtype=torch.long))
+                           for k in ("train", "val", "test")}  # shape carrier only
+        n_train = self.split_size("train")
+        if n_train < self.batch_size:
+            raise DataError(f"{self.name}: the training split has {n_train} images, fewer than one batch "
+                            f"(data.batch_size={self.batch_size}); lower data.batch_size or add images")
+
+    def _val_split(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        n_val = max(1, round(n * self.val_fraction))
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed))
+        return perm[n_val:].sort().values, perm[:n_val].sort().values
+
+    def split_size(self, split: str) -> int:
+        return len(self.sample_sets[split]) if self.sample_sets else len(self.splits[split])
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of the clean images, known after setup(): models derive their shapes from it."""
+        if not self.splits:
+            self.setup()
+        return tuple(self.splits["test"].images.shape[1:]) if not self.sample_sets else \
+            tuple(self.sample_sets["test"][0][0].shape)
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        trainer = getattr(self, "trainer", None)
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        sampler = EpochBatchSampler(self.split_size(split), self.batch_size, shuffle, self.seed,
+                                    drop_last=self.drop_last and shuffle, rank=rank, world_size=world)
+        common = dict(num_workers=self.num_workers, pin_memory=self.pin_memory,
+                      persistent_workers=self.num_workers > 0)
+        if self.sample_sets:
+            return DataLoader(self.sample_sets[split], batch_sampler=sampler, **common)
+        return DataLoader(IndexedBatches(self.splits[split]), sampler=sampler, batch_size=None, **common)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.test_dataloader()
+
+    def fixed_batch(self, split: str = "val", n: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first n images of a split (for image grids and figures: the same images every epoch)."""
+        if self.sample_sets:
+            items = [self.sample_sets[split][i] for i in range(min(n, self.split_size(split)))]
+            return torch.stack([x for x, _ in items]), torch.as_tensor([y for _, y in items])
+        s = self.splits[split]
+        return s.images[:n], s.labels[:n]
+
+    def all_of(self, split: str, limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Up to `limit` images and labels of a split, in order (latent scatter plots, baselines)."""
+        n = self.split_size(split) if limit is None else min(limit, self.split_size(split))
+        return self.fixed_batch(split, n)

@@ -1,0 +1,20 @@
+import math
+
+from torch import nn
+
+from aelab.errors import check
+from aelab.models.base import Autoencoder
+from aelab.models.layers import mlp
+
+
+class DenseAutoencoder(Autoencoder):
+    """Fully connected autoencoder: flatten -> hidden widths -> latent_dim -> reversed widths -> image."""
+
+    def __init__(self, *args, hidden: list[int] = (256,), latent_dim: int = 32, **kwargs):
+        super().__init__(*args, **kwargs)
+        check(isinstance(latent_dim, int) and latent_dim >= 1, f"model.latent_dim must be an integer >= 1, got {latent_dim!r}")
+        hidden = list(hidden)
+        self.latent_dim = latent_dim
+        self.encoder = nn.Sequential(nn.Flatten(), mlp([math.prod(self.input_shape), *hidden, latent_dim]))
+        self.decoder = nn.Sequential(mlp([latent_dim, *hidden[::-1], math.prod(self.output_shape)]),
+                                     nn.Unflatten(1, self.output_shape))

@@ -1,0 +1,143 @@
+"""One LightningModule for every model: clean uint8 batch -> (corrupt(clean), clean) -> model.loss -> logs.
+
+Randomness is tied to (seed, epoch): the training corruption stream and torch's global RNG (VAE sampling) are
+reseeded at every epoch start, so a run resumed from an epoch checkpoint replays exactly what an uninterrupted run
+does. Validation and test use their own fixed streams and leave the training RNG untouched.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import lightning as L
+import torch
+from torchmetrics import MetricCollection
+from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
+
+from aelab.corruptions import Corruption, Identity
+from aelab.data import to_float
+from aelab.models import Autoencoder, Batch
+
+STAGES = ("train", "val", "test")
+EVAL_SEED_OFFSET = {"val": 1_000_003, "test": 2_000_003}
+
+
+def image_metrics() -> MetricCollection:
+    # per-image PSNR averaged over images, as super-resolution papers report it
+    return MetricCollection({"psnr": PeakSignalNoiseRatio(data_range=1.0, dim=(1, 2, 3)),
+                             "ssim": StructuralSimilarityIndexMeasure(data_range=1.0)})
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    return (seed * 1_000_033 + epoch * 7_919) % (2**63 - 1)
+
+
+class AutoencoderModule(L.LightningModule):
+    def __init__(self, model: Autoencoder, corruption: Corruption | None = None,
+                 optimizer: Callable[..., torch.optim.Optimizer] | None = None,
+                 scheduler: Callable[..., Any] | None = None, seed: int = 0, train_metrics_every: int = 10,
+                 run_info: dict | None = None):
+        super().__init__()
+        self.model = model
+        self.corruption = corruption or Identity()
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.seed, self.train_metrics_every = seed, max(1, int(train_metrics_every))
+        self.run_info = run_info or {}  # stored in every checkpoint: the config that rebuilds this model
+        self.train_metrics, self.val_metrics, self.test_metrics = image_metrics(), image_metrics(), image_metrics()
+        self._generators: dict[str, torch.Generator] = {}
+        self._saved_rng: torch.Tensor | None = None
+
+    # --- randomness ---------------------------------------------------------------------------------------------
+    def _generator(self, stage: str) -> torch.Generator:
+        return self._generators[stage]
+
+    def _reseed(self, stage: str, seed: int) -> None:
+        gen = self._generators.get(stage)
+        if gen is None or gen.device != self.device:
+            gen = self._generators[stage] = torch.Generator(device=self.device)
+        gen.manual_seed(seed)
+
+    def on_train_epoch_start(self) -> None:
+        s = epoch_seed(self.seed, self.current_epoch)
+        self._reseed("train", s)
+        torch.manual_seed(s)  # model-internal randomness (VAE sampling) follows the epoch too
+
+    def _eval_start(self, stage: str) -> None:
+        self._saved_rng = torch.get_rng_state()
+        cuda_state = torch.cuda.get_rng_state() if self.device.type == "cuda" else None
+        self._saved_cuda_rng = cuda_state
+        self._reseed(stage, self.seed + EVAL_SEED_OFFSET[stage])
+        torch.manual_seed(self.seed + EVAL_SEED_OFFSET[stage])
+
+    def _eval_end(self) -> None:
+        if self._saved_rng is not None:
+            torch.set_rng_state(self._saved_rng)
+            if self._saved_cuda_rng is not None:
+                torch.cuda.set_rng_state(self._saved_cuda_rng)
+            self._saved_rng = None
+
+    def on_validation_epoch_start(self) -> None:
+        self._eval_start("val")
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_end()
+
+    def on_test_epoch_start(self) -> None:
+        self._eval_start("test")
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_end()
+
+    # --- steps --------------------------------------------------------------------------------------------------
+    def make_batch(self, raw: tuple[torch.Tensor, torch.Tensor], stage: str) -> Batch:
+        """Clean uint8 images on the device -> Batch(corrupted input, clean target, label)."""
+        images, labels = raw
+        clean = to_float(images)
+        if stage not in self._generators:
+            self._reseed(stage, epoch_seed(self.seed, self.current_epoch) if stage == "train"
+                         else self.seed + EVAL_SEED_OFFSET.get(stage, 0))
+        return Batch(input=self.corruption(clean, self._generator(stage)), target=clean, label=labels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def _step(self, raw, batch_idx: int, stage: str) -> torch.Tensor:
+        batch = self.make_batch(raw, stage)
+        terms = self.model.loss(batch, step=self.global_step)
+        n = len(batch.target)
+        on_step = stage == "train"
+        for name, value in terms.logged().items():
+            self.log(f"{stage}/{name}", value.detach() if on_step else value, on_step=on_step,
+                     on_epoch=not on_step, batch_size=n, prog_bar=name == "loss")
+        # image metrics cost about as much as a small model's step: on training batches, sample every n-th
+        if stage != "train" or batch_idx % self.train_metrics_every == 0:
+            metrics = getattr(self, f"{stage}_metrics")
+            metrics.update(terms.output.detach().float().clamp(0, 1), batch.target)
+            self.log_dict({f"{stage}/{k}": m for k, m in metrics.items()}, on_step=False, on_epoch=True,
+                          batch_size=n)
+        return terms.loss
+
+    def training_step(self, raw, batch_idx):
+        return self._step(raw, batch_idx, "train")
+
+    def validation_step(self, raw, batch_idx):
+        self._step(raw, batch_idx, "val")
+
+    def test_step(self, raw, batch_idx):
+        self._step(raw, batch_idx, "test")
+
+    def predict_step(self, raw, batch_idx):
+        batch = self.make_batch(raw, "test")
+        return self.model.reconstruct(batch)
+
+    # --- optimisation and checkpoints ---------------------------------------------------------------------------
+    def configure_optimizers(self):
+        factory = self.optimizer_factory or torch.optim.Adam
+        optimizer = factory(params=self.model.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer=optimizer), "monitor": "val/loss"}}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["aelab"] = self.run_info

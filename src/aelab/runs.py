@@ -1,0 +1,144 @@
+"""A run directory always says its state (status.json: running / succeeded / failed / interrupted, with the error),
+records the resolved config, package versions and git commit, and gets metrics.json only on success (atomically).
+
+`run_app` wraps the Hydra task functions: a bad input becomes one clear line on stderr and exit code 1; in a
+multirun a failed job is recorded in its own directory and the sweep goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from importlib import metadata
+from pathlib import Path
+from typing import Callable
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from aelab.config import REPO_ROOT
+from aelab.errors import AelabError
+
+log = logging.getLogger("aelab")
+PACKAGES = ("aelab", "torch", "torchvision", "lightning", "hydra-core", "omegaconf", "torchmetrics", "tensorboard")
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=2, sort_keys=True, default=str)
+        f.write("\n")
+    os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are for everyone to read
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "-C", str(REPO_ROOT), "describe", "--always", "--dirty", "--abbrev=40"],
+                             capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def environment() -> dict:
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return {"python": platform.python_version(), "platform": platform.platform(), "packages": versions,
+            "git_commit": git_commit(), "argv": sys.argv}
+
+
+def finite(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)}
+
+
+class RunDir:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    @property
+    def status_file(self) -> Path:
+        return self.path / "status.json"
+
+    @property
+    def metrics_file(self) -> Path:
+        return self.path / "metrics.json"
+
+    def status(self) -> dict | None:
+        return read_json(self.status_file)
+
+    def _set_status(self, state: str, **extra) -> None:
+        current = self.status() or {}
+        write_json_atomic(self.status_file, {**current, "state": state, "updated": time.time(), **extra})
+
+    def start(self, cfg: DictConfig) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.metrics_file.unlink(missing_ok=True)  # a resumed or repeated run earns its metrics again
+        OmegaConf.save(cfg, self.path / "config.yaml", resolve=True)
+        write_json_atomic(self.path / "environment.json", environment())
+        self._set_status("running", started=time.time(), pid=os.getpid(), error=None)
+
+    def succeed(self, metrics: dict) -> None:
+        write_json_atomic(self.metrics_file, metrics)
+        self._set_status("succeeded", error=None)
+
+    def fail(self, error: BaseException) -> None:
+        state = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
+        self._set_status(state, error=one_line(error), error_type=type(error).__name__,
+                         traceback="".join(traceback.format_exception(error)))
+
+
+def one_line(error: BaseException) -> str:
+    if isinstance(error, KeyboardInterrupt):
+        return "interrupted (Ctrl-C or SIGTERM)"
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if isinstance(error, AelabError) else f"{type(error).__name__}: {text}"
+
+
+def run_app(task: Callable[[DictConfig, RunDir], dict], cfg: DictConfig, app: str) -> float | None:
+    """Run `task` in the Hydra run directory with status bookkeeping; return cfg.optimized_metric for sweepers."""
+    hydra_cfg = HydraConfig.get()
+    run = RunDir(hydra_cfg.runtime.output_dir)
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    run.start(cfg)
+    try:
+        metrics = task(cfg, run)
+    except BaseException as error:  # noqa: BLE001 - every exit path must leave a truthful status
+        run.fail(error)
+        if isinstance(error, SystemExit):
+            raise
+        message = one_line(error)
+        if not isinstance(error, (AelabError, KeyboardInterrupt)):
+            log.error("unexpected error in %s", run.path, exc_info=error)
+            message += f" (traceback in {run.status_file})"
+        log.error("%s: %s", app, message)
+        if isinstance(error, KeyboardInterrupt):
+            raise SystemExit(130)
+        if multirun and not cfg.get("fail_fast", False):
+            return float("nan")  # recorded in status.json; the sweep goes on
+        print(f"{app}: error: {message}", file=sys.stderr)
+        raise SystemExit(1)
+    run.succeed(metrics)
+    value = metrics.get(cfg.get("optimized_metric"))
+    return float(value) if value is not None else None
