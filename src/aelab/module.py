@@ -101,7 +101,9 @@ class AutoencoderModule(L.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
 
-    def _step(self, raw, batch_idx: int, stage: str) -> torch.Tensor:
+    def _step(self, raw, batch_idx: int, stage: str) -> dict:
+        """Returns {"loss", "batch", "terms"}: callbacks read the corrupted batch and the output from
+        `on_{stage}_batch_end(outputs=...)` (baselines, figures) without recomputing them."""
         batch = self.make_batch(raw, stage)
         terms = self.model.loss(batch, step=self.global_step)
         n = len(batch.target)
@@ -115,16 +117,16 @@ class AutoencoderModule(L.LightningModule):
             metrics.update(terms.output.detach().float().clamp(0, 1), batch.target)
             self.log_dict({f"{stage}/{k}": m for k, m in metrics.items()}, on_step=False, on_epoch=True,
                           batch_size=n)
-        return terms.loss
+        return {"loss": terms.loss, "batch": batch, "terms": terms}
 
     def training_step(self, raw, batch_idx):
         return self._step(raw, batch_idx, "train")
 
     def validation_step(self, raw, batch_idx):
-        self._step(raw, batch_idx, "val")
+        return self._step(raw, batch_idx, "val")
 
     def test_step(self, raw, batch_idx):
-        self._step(raw, batch_idx, "test")
+        return self._step(raw, batch_idx, "test")
 
     def predict_step(self, raw, batch_idx):
         batch = self.make_batch(raw, "test")

@@ -1,0 +1,60 @@
+"""aelab-eval: test a checkpoint, on its own data and corruption or on others, and write metrics.json.
+
+    aelab-eval ckpt_path=outputs/runs/.../checkpoints/best.ckpt
+    aelab-eval ckpt_path=... data=fashion_mnist corruption=gaussian_noise
+"""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from aelab.config import CONFIG_DIR
+
+
+def eval_config(cfg: DictConfig, info: dict) -> DictConfig:
+    """The checkpoint's data/corruption/seed unless this command line chose others; paths are this machine's."""
+    seed = cfg.seed if cfg.get("seed") is not None else info.get("seed", 0)
+    if cfg.get("data") is not None:
+        data = OmegaConf.to_container(cfg.data, resolve=False)
+    else:
+        data = dict(info["data"], data_dir="${paths.data_dir}", cache_dir="${paths.cache_dir}")
+    data["seed"] = seed
+    corruption = cfg.corruption if "corruption" in cfg else info.get("corruption")
+    cfg = cfg.copy()
+    OmegaConf.set_struct(cfg, False)  # the checkpoint adds keys eval.yaml does not have
+    merged = OmegaConf.merge(cfg, {"seed": seed, "data": data, "corruption": corruption, "model": info["model"]})
+    OmegaConf.set_struct(merged, True)
+    return merged
+
+
+def evaluate(cfg: DictConfig, run) -> dict[str, float]:
+    from aelab.build import build_callbacks, build_parts, build_trainer, collect_metrics
+    from aelab.checkpoints import check_compatible, load_checkpoint
+    from aelab.errors import CheckpointError
+    from aelab.module import AutoencoderModule
+
+    ckpt = load_checkpoint(cfg.ckpt_path)
+    cfg = eval_config(cfg, ckpt["aelab"])
+    parts = build_parts(cfg)
+    check_compatible(ckpt, cfg.ckpt_path, ckpt["aelab"]["model"], parts.model.input_shape, parts.model.output_shape)
+    module = AutoencoderModule(parts.model, parts.corruption, seed=cfg.seed, run_info=ckpt["aelab"])
+    try:
+        module.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as e:
+        raise CheckpointError(f"ckpt_path={cfg.ckpt_path}: weights do not fit the model ({str(e).splitlines()[0]})") from None
+    trainer = build_trainer(cfg, build_callbacks(cfg.get("callbacks")))
+    trainer.test(module, datamodule=parts.datamodule)
+    OmegaConf.save(cfg, run.path / "config.yaml", resolve=True)  # with the checkpoint's choices filled in
+    return {**collect_metrics(trainer, prefixes=("test/",)), "ckpt_path": str(cfg.ckpt_path)}
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="eval")
+def main(cfg: DictConfig) -> float | None:
+    from aelab.runs import run_app
+
+    return run_app(evaluate, cfg, "aelab-eval")
+
+
+if __name__ == "__main__":
+    main()
