@@ -78,3 +78,12 @@ def run_train(tmp_path):
         return out
 
     return _run
+
+
+def read_events(run_dir: Path):
+    """The run's TensorBoard events (all files of its tensorboard/ folder), images and all."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"images": 0, "scalars": 0, "tensors": 0})
+    acc.Reload()
+    return acc

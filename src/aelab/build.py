@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass
 
 import lightning as L
 import torch
-from hydra.utils import instantiate
+from hydra.errors import InstantiationException
+from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 import aelab
 from aelab.corruptions import Corruption, build as build_corruption_list
 from aelab.data import ImageDataModule
-from aelab.errors import ConfigError
+from aelab.errors import AelabError, ConfigError
 from aelab.models import Autoencoder
 
 
@@ -24,28 +26,73 @@ class Parts:
     model: Autoencoder
 
 
+HYDRA_KEYS = {"_target_", "_partial_", "_convert_", "_recursive_", "_args_"}
+
+
+def accepted_keys(target) -> set[str] | None:
+    """Keyword arguments a class (following **kwargs up its bases) or function accepts; None: anything."""
+    chain = [k.__init__ for k in target.__mro__ if "__init__" in vars(k)] if inspect.isclass(target) else [target]
+    keys: set[str] = set()
+    for fn in chain:
+        if fn is object.__init__:
+            break
+        params = inspect.signature(fn).parameters.values()
+        keys |= {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+        if not any(p.kind == p.VAR_KEYWORD for p in params):
+            return keys
+    return None
+
+
+def make(cfg, what: str, **kwargs):
+    """hydra.utils.instantiate, with unknown keys refused up front (naming the allowed ones) and our own one-line
+    errors passed through instead of Hydra's wrapper around them."""
+    target = get_object(cfg["_target_"])
+    allowed = accepted_keys(target)
+    unknown = sorted(set(cfg.keys()) - HYDRA_KEYS - allowed) if allowed is not None else []
+    if unknown:
+        shown = ", ".join(sorted(allowed - set(kwargs) - {"self", "args", "kwargs"}))
+        raise ConfigError(f"{what}: unknown key(s) {unknown} for {target.__name__}; allowed: {shown}")
+    try:
+        return instantiate(cfg, **kwargs)
+    except InstantiationException as e:
+        cause = e.__cause__
+        while cause is not None and not isinstance(cause, AelabError):
+            cause = cause.__cause__
+        if cause is not None:
+            raise cause from None
+        raise ConfigError(f"{what}: {' '.join(str(e).split())}") from None
+
+
 def build_corruption(cfg: DictConfig | None) -> Corruption:
-    return build_corruption_list(instantiate(cfg) if cfg else None)
+    return build_corruption_list({name: make(c, f"corruption.{name}") for name, c in (cfg or {}).items()})
 
 
 def build_parts(cfg: DictConfig, model_cfg: DictConfig | None = None) -> Parts:
-    """Corruption and model are validated against the data's shape before any training starts."""
+    """Everything is validated (keys, values, shapes) before any data is read; then the data is set up."""
     corruption = build_corruption(cfg.get("corruption"))
-    datamodule: ImageDataModule = instantiate(cfg.data)
-    datamodule.setup("fit")
+    datamodule: ImageDataModule = make(cfg.data, "data")
     clean = datamodule.image_shape
-    model = instantiate(model_cfg if model_cfg is not None else cfg.model, input_shape=corruption.output_shape(clean),
-                        output_shape=clean, num_classes=datamodule.num_classes)
+    model_cfg = model_cfg if model_cfg is not None else cfg.model
+    compile_model = bool(model_cfg.get("compile", False))  # +model.compile=true: torch.compile (aelab.perf)
+    if "compile" in model_cfg:
+        model_cfg = {k: v for k, v in model_cfg.items() if k != "compile"}
+    model = make(model_cfg, "model", input_shape=corruption.output_shape(clean), output_shape=clean,
+                 num_classes=datamodule.num_classes)
+    if compile_model:
+        from aelab.perf import compile_model as compile_submodules
+
+        compile_submodules(model)
+    datamodule.setup("fit")
     return Parts(datamodule, corruption, model)
 
 
 def build_trainer(cfg: DictConfig, callbacks: list[L.Callback] | None = None) -> L.Trainer:
-    logger = instantiate(cfg.logger) if cfg.get("logger") else False
-    return instantiate(cfg.trainer, logger=logger, callbacks=callbacks or [])
+    logger = make(cfg.logger, "logger") if cfg.get("logger") else False
+    return make(cfg.trainer, "trainer", logger=logger, callbacks=callbacks or [])
 
 
 def build_callbacks(cfg: DictConfig | None) -> list[L.Callback]:
-    return [instantiate(c) for c in (cfg or {}).values() if c is not None and "_target_" in c]
+    return [make(c, f"callbacks.{name}") for name, c in (cfg or {}).items() if c is not None and "_target_" in c]
 
 
 def checkpoint_info(cfg: DictConfig, parts: Parts) -> dict:

@@ -116,6 +116,16 @@ def one_line(error: BaseException) -> str:
     return text if isinstance(error, AelabError) else f"{type(error).__name__}: {text}"
 
 
+def to_log_file(level: int, message: str, error: BaseException | None = None) -> None:
+    """Record in the run's log file only: the console gets the one-line error, not a second copy."""
+    record = log.makeRecord(log.name, level, __file__, 0, message, None,
+                            None if error is None or isinstance(error, AelabError) else
+                            (type(error), error, error.__traceback__))
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+
+
 def run_app(task: Callable[[DictConfig, RunDir], dict], cfg: DictConfig, app: str) -> float | None:
     """Run `task` in the Hydra run directory with status bookkeeping; return cfg.optimized_metric for sweepers."""
     hydra_cfg = HydraConfig.get()
@@ -130,9 +140,8 @@ def run_app(task: Callable[[DictConfig, RunDir], dict], cfg: DictConfig, app: st
             raise
         message = one_line(error)
         if not isinstance(error, (AelabError, KeyboardInterrupt)):
-            log.error("unexpected error in %s", run.path, exc_info=error)
             message += f" (traceback in {run.status_file})"
-        log.error("%s: %s", app, message)
+        to_log_file(logging.ERROR, f"{app}: {message}", error)
         if isinstance(error, KeyboardInterrupt):
             raise SystemExit(130)
         if multirun and not cfg.get("fail_fast", False):

@@ -197,6 +197,9 @@ class ImageDataModule(L.LightningDataModule):
             first, _ = test[0]
             self.splits = {k: Split(first[None].new_empty((0, *first.shape)), torch.empty(0, dtype=torch.long))
                            for k in ("train", "val", "test")}  # shape carrier only
+        expected, got = self.expected_shape(), self.image_shape
+        if expected is not None and tuple(expected) != tuple(got):
+            raise DataError(f"{self.name}: images have shape {got}, expected {expected}; check the data files")
         n_train = self.split_size("train")
         if n_train < self.batch_size:
             raise DataError(f"{self.name}: the training split has {n_train} images, fewer than one batch "
@@ -210,9 +213,15 @@ class ImageDataModule(L.LightningDataModule):
     def split_size(self, split: str) -> int:
         return len(self.sample_sets[split]) if self.sample_sets else len(self.splits[split])
 
+    def expected_shape(self) -> tuple[int, int, int] | None:
+        """(C, H, W) the dataset delivers, known from the config alone (None: only known after reading)."""
+        return None
+
     @property
     def image_shape(self) -> tuple[int, int, int]:
-        """(C, H, W) of the clean images, known after setup(): models derive their shapes from it."""
+        """(C, H, W) of the clean images: models derive their shapes from it."""
+        if not self.splits and (shape := self.expected_shape()) is not None:
+            return shape
         if not self.splits:
             self.setup()
         return tuple(self.splits["test"].images.shape[1:]) if not self.sample_sets else \

@@ -49,6 +49,9 @@ class FlowersDataModule(ImageDataModule):
         stamp = sum(p.stat().st_size for p in jpgs)  # cheap change detector for the images
         return f"{mats}|{len(jpgs)}|{stamp}|{self.image_size}|{self.train_splits}"
 
+    def expected_shape(self):
+        return (3, self.image_size, self.image_size)
+
     def load(self, split: str) -> Split:
         try:
             return super().load(split)

@@ -76,6 +76,9 @@ class ImageFolderDataModule(ImageDataModule):
         self._files = {"test": pick(perm[:n_test]), "train": pick(perm[n_test:])}
         return self._files
 
+    def expected_shape(self):
+        return (self.channels, self.image_size, self.image_size)
+
     def samples(self, split: str) -> Dataset:
         return self._scan()[split]
 

@@ -71,13 +71,16 @@ class MNISTDataModule(ImageDataModule):
             for train in (True, False):
                 self.torchvision_class(str(self.data_dir), train=train, download=True)
         except Exception as e:  # no network, read-only data_dir, ...
-            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise DataError(self._missing_message(f"download failed: {reason}")) from None
+            reason = (str(e).splitlines()[0] if str(e) else type(e).__name__).rstrip(":. ")
+            raise DataError(self._missing_message(f"the download failed ({reason}; no network?)")) from None
 
     def _missing_message(self, why: str) -> str:
         return (f"{self.name}: no data in {self._raw_dir()} and {why}. Put the original IDX files "
                 f"(train-images-idx3-ubyte.gz, ...) in <dir>/{self.torchvision_class.__name__}/raw/ and set "
                 f"AELAB_DATA_DIR=<dir> or data.data_dir=<dir>")
+
+    def expected_shape(self):
+        return (1, 28, 28)
 
     def load(self, split: str) -> Split:
         prefix = _PREFIX[split]

@@ -1,0 +1,72 @@
+"""Short real trainings on MNIST for every model family; what they log is read back from the event files."""
+
+import json
+
+import pytest
+from tensorboard.plugins.hparams import plugin_data_pb2
+
+from conftest import read_events
+
+COMMON = ["train/loss", "train/recon_loss", "train/psnr", "train/ssim", "val/loss", "val/recon_loss", "val/psnr",
+          "val/ssim", "test/loss", "test/recon_loss", "test/psnr", "test/ssim"]
+KL = ["train/kl_loss", "val/kl_loss", "test/kl_loss"]
+
+
+@pytest.mark.parametrize("overrides,vae", [
+    (["model=ae_dense"], False),
+    (["model=ae_conv"], False),
+    (["model=vae_dense"], True),
+    (["model=vae_conv"], True),
+    (["model=ae_conv", "corruption=downsample"], False),
+    (["model=vae_conv", "corruption=[gaussian_noise,downsample]", "corruption.downsample.factor=4"], True),
+], ids=["ae_dense", "ae_conv", "vae_dense", "vae_conv", "superres_x2", "vae_noise_x4"])
+def test_model_family_trains_and_logs_every_tag(run_train, overrides, vae):
+    run = run_train(overrides)
+    events = read_events(run)
+    scalars = set(events.Tags()["scalars"])
+    expected = COMMON + (KL if vae else [])
+    assert set(expected) <= scalars, sorted(set(expected) - scalars)
+    if not vae:
+        assert not any(t.endswith("kl_loss") for t in scalars)
+    assert "val/reconstructions" in events.Tags()["images"]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert set(t for t in expected if t.startswith("test/")) <= metrics.keys()
+    assert 0 < metrics["test/psnr"] < 60 and -1 <= metrics["test/ssim"] <= 1
+
+
+def test_hparams_row_names_choices_and_metrics(run_train):
+    run = run_train(["model=vae_dense", "model.beta=2.0", "corruption=gaussian_noise"])
+    events = read_events(run)
+    content = events.PluginTagToContent("hparams")
+    session = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"]).session_start_info
+    hp = {k: v for k, v in session.hparams.items()}
+    assert hp["model"].string_value == "vae_dense" and hp["model.beta"].number_value == 2.0
+    assert hp["corruption"].string_value == "gaussian_noise"
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
+    assert {"test/loss", "test/psnr", "val/loss"} <= {m.name.tag for m in experiment.metric_infos}
+
+
+def test_eval_reproduces_the_test_metrics_of_training(run_train):
+    run = run_train(["model=vae_conv", "corruption=gaussian_noise"], name="train")
+    trained = json.loads((run / "metrics.json").read_text())
+    ckpt = run / "checkpoints" / "best.ckpt"
+    out = run_train([f"ckpt_path={ckpt}"], name="eval", config_name="eval")
+    evaluated = json.loads((out / "metrics.json").read_text())
+    for key in ("test/loss", "test/psnr", "test/ssim", "test/kl_loss"):
+        assert evaluated[key] == pytest.approx(trained[key], rel=1e-6, abs=1e-6), key
+
+
+def test_eval_on_other_data_than_training(run_train):
+    run = run_train(["corruption=gaussian_noise"], name="train")
+    own = json.loads((run / "metrics.json").read_text())
+    out = run_train([f"ckpt_path={run / 'checkpoints' / 'best.ckpt'}", "data=fashion_mnist"], name="eval",
+                    config_name="eval")
+    other = json.loads((out / "metrics.json").read_text())
+    assert other["test/loss"] != pytest.approx(own["test/loss"])
+    assert "data" in (out / "config.yaml").read_text() and "FashionMNIST" in (out / "config.yaml").read_text()
+
+
+def test_seeded_run_is_repeatable(run_train):
+    a = json.loads((run_train(["model=vae_conv", "corruption=gaussian_noise"], name="a") / "metrics.json").read_text())
+    b = json.loads((run_train(["model=vae_conv", "corruption=gaussian_noise"], name="b") / "metrics.json").read_text())
+    assert a == b
