@@ -51,8 +51,10 @@ def evaluate(cfg: DictConfig, run) -> dict[str, float]:
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="eval")
 def main(cfg: DictConfig) -> float | None:
+    from aelab.perf import tune_malloc
     from aelab.runs import run_app
 
+    tune_malloc()  # glibc malloc settings that speed up training (AELAB_NO_MALLOC_TUNING=1 opts out)
     return run_app(evaluate, cfg, "aelab-eval")
 
 

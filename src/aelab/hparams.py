@@ -44,9 +44,10 @@ def hparam_dict(cfg: DictConfig, choices: dict | None = None) -> dict:
 
 def write_hparams(writer, params: dict, metrics=METRICS) -> None:
     """Register the run in the HPARAMS tab. Metric values are read from the run's own scalar tags, so nothing is
-    logged twice: the placeholders below only name the tags."""
-    experiment, session_start, session_end = hparams(params, {m: 0.0 for m in metrics})
+    logged twice. No per-run column list ("experiment") is written: TensorBoard would take the first run's list for
+    the whole sweep and hide keys only other models have; without it, columns come from all runs."""
+    _, session_start, session_end = hparams(params, {m: 0.0 for m in metrics})
     file_writer = writer._get_file_writer()
-    for summary in (experiment, session_start, session_end):
+    for summary in (session_start, session_end):
         file_writer.add_summary(summary)
     writer.flush()

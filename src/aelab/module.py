@@ -46,6 +46,10 @@ class AutoencoderModule(L.LightningModule):
         self.train_metrics, self.val_metrics, self.test_metrics = image_metrics(), image_metrics(), image_metrics()
         self._generators: dict[str, torch.Generator] = {}
         self._saved_rng: torch.Tensor | None = None
+        self._seeded_epoch: int | None = None
+        # adversarial models (AAE) step a discriminator with its own optimizer: Lightning's manual optimisation
+        self.adversarial = bool(getattr(model, "adversarial", False))
+        self.automatic_optimization = not self.adversarial
 
     # --- randomness ---------------------------------------------------------------------------------------------
     def _generator(self, stage: str) -> torch.Generator:
@@ -57,10 +61,14 @@ class AutoencoderModule(L.LightningModule):
             gen = self._generators[stage] = torch.Generator(device=self.device)
         gen.manual_seed(seed)
 
-    def on_train_epoch_start(self) -> None:
+    def _seed_train_epoch(self) -> None:
         s = epoch_seed(self.seed, self.current_epoch)
         self._reseed("train", s)
         torch.manual_seed(s)  # model-internal randomness (VAE sampling) follows the epoch too
+        self._seeded_epoch = self.current_epoch
+
+    def on_train_epoch_start(self) -> None:
+        self._seed_train_epoch()
 
     def _eval_start(self, stage: str) -> None:
         self._saved_rng = torch.get_rng_state()
@@ -93,9 +101,10 @@ class AutoencoderModule(L.LightningModule):
         """Clean uint8 images on the device -> Batch(corrupted input, clean target, label)."""
         images, labels = raw
         clean = to_float(images)
-        if stage not in self._generators:
-            self._reseed(stage, epoch_seed(self.seed, self.current_epoch) if stage == "train"
-                         else self.seed + EVAL_SEED_OFFSET.get(stage, 0))
+        if stage == "train" and self._seeded_epoch != self.current_epoch:
+            self._seed_train_epoch()  # Lightning skips on_train_epoch_start in some restart stages
+        elif stage not in self._generators:
+            self._reseed(stage, self.seed + EVAL_SEED_OFFSET.get(stage, 0))
         return Batch(input=self.corruption(clean, self._generator(stage)), target=clean, label=labels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -105,12 +114,16 @@ class AutoencoderModule(L.LightningModule):
         """Returns {"loss", "batch", "terms"}: callbacks read the corrupted batch and the output from
         `on_{stage}_batch_end(outputs=...)` (baselines, figures) without recomputing them."""
         batch = self.make_batch(raw, stage)
-        terms = self.model.loss(batch, step=self.global_step)
+        if stage == "train" and self.adversarial:
+            terms = self._adversarial_update(batch)
+        else:
+            terms = self.model.loss(batch, step=self.global_step)
         n = len(batch.target)
         on_step = stage == "train"
         for name, value in terms.logged().items():
+            # sync_dist: under DDP each rank sees a shard of val/test, the epoch value must average all of them
             self.log(f"{stage}/{name}", value.detach() if on_step else value, on_step=on_step,
-                     on_epoch=not on_step, batch_size=n, prog_bar=name == "loss")
+                     on_epoch=not on_step, batch_size=n, prog_bar=name == "loss", sync_dist=not on_step)
         # image metrics cost about as much as a small model's step: on training batches, sample every n-th
         if stage != "train" or batch_idx % self.train_metrics_every == 0:
             metrics = getattr(self, f"{stage}_metrics")
@@ -118,6 +131,24 @@ class AutoencoderModule(L.LightningModule):
             self.log_dict({f"{stage}/{k}": m for k, m in metrics.items()}, on_step=False, on_epoch=True,
                           batch_size=n)
         return {"loss": terms.loss, "batch": batch, "terms": terms}
+
+    def _adversarial_update(self, batch: Batch):
+        """Discriminator step, then autoencoder (generator) step; returns the autoencoder's terms with the
+        discriminator's d_loss / d_acc added, so `_step` logs everything as the automatic path does."""
+        opt_ae, opt_d = self.optimizers()
+        d_terms = self.model.discriminator_loss(batch)
+        opt_d.zero_grad()
+        self.manual_backward(d_terms.loss)
+        # the strategy's step (precision plugin included) but not LightningOptimizer.step, which would count it in
+        # global_step: that then counts batches as with one optimizer (max_steps, warm-ups, checkpoint intervals)
+        self.trainer.strategy.optimizer_step(opt_d.optimizer, closure=lambda: None)
+        with self.toggled_optimizer(opt_ae):  # no gradients into the discriminator from the generator loss
+            terms = self.model.loss(batch, step=self.global_step)
+            opt_ae.zero_grad()
+            self.manual_backward(terms.loss)
+            opt_ae.step()
+        terms.extras.update(d_terms.logged())
+        return terms
 
     def training_step(self, raw, batch_idx):
         return self._step(raw, batch_idx, "train")
@@ -135,11 +166,29 @@ class AutoencoderModule(L.LightningModule):
     # --- optimisation and checkpoints ---------------------------------------------------------------------------
     def configure_optimizers(self):
         factory = self.optimizer_factory or torch.optim.Adam
+        if self.adversarial:
+            optimizers = [factory(params=self.model.autoencoder_parameters()),
+                          factory(params=self.model.discriminator_parameters())]
+            if self.scheduler_factory is None:
+                return optimizers
+            return optimizers, [self.scheduler_factory(optimizer=o) for o in optimizers]  # stepped below
         optimizer = factory(params=self.model.parameters())
         if self.scheduler_factory is None:
             return optimizer
         return {"optimizer": optimizer,
                 "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer=optimizer), "monitor": "val/loss"}}
+
+    def on_train_epoch_end(self) -> None:
+        """Manual optimisation leaves the schedulers to us: step them once per epoch (after validation ran)."""
+        if not self.adversarial:
+            return
+        schedulers = self.lr_schedulers()
+        for scheduler in schedulers if isinstance(schedulers, list) else [schedulers] if schedulers else []:
+            if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                if (value := self.trainer.callback_metrics.get("val/loss")) is not None:
+                    scheduler.step(value)
+            else:
+                scheduler.step()
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["aelab"] = self.run_info

@@ -12,9 +12,11 @@ import logging
 import math
 import os
 import platform
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from importlib import metadata
@@ -111,7 +113,7 @@ class RunDir:
 
 def one_line(error: BaseException) -> str:
     if isinstance(error, KeyboardInterrupt):
-        return "interrupted (Ctrl-C or SIGTERM)"
+        return f"interrupted by {error.args[0] if error.args else 'SIGINT'}"
     text = " ".join(str(error).split()) or type(error).__name__
     return text if isinstance(error, AelabError) else f"{type(error).__name__}: {text}"
 
@@ -126,28 +128,60 @@ def to_log_file(level: int, message: str, error: BaseException | None = None) ->
             handler.handle(record)
 
 
-def run_app(task: Callable[[DictConfig, RunDir], dict], cfg: DictConfig, app: str) -> float | None:
-    """Run `task` in the Hydra run directory with status bookkeeping; return cfg.optimized_metric for sweepers."""
+class Signals:
+    """SIGTERM behaves like Ctrl-C (Lightning then shuts down cleanly and our callback saves a checkpoint);
+    remembers which signal arrived so the status says "interrupted" even though Lightning exits via SystemExit."""
+
+    def __init__(self):
+        self.received: int | None = None
+        self._previous: dict = {}
+
+    def _handler(self, signum, frame):
+        self.received = signum
+        raise KeyboardInterrupt
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def run_app(task: Callable[[DictConfig, RunDir], dict], cfg: DictConfig, app: str,
+            prepare: Callable[[DictConfig], DictConfig] | None = None) -> float | None:
+    """Run `task` in the Hydra run directory with status bookkeeping; return cfg.optimized_metric for sweepers.
+
+    `prepare` may replace the config before the run starts (resume reads the run's recorded one)."""
     hydra_cfg = HydraConfig.get()
     run = RunDir(hydra_cfg.runtime.output_dir)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
-    run.start(cfg)
-    try:
-        metrics = task(cfg, run)
-    except BaseException as error:  # noqa: BLE001 - every exit path must leave a truthful status
-        run.fail(error)
-        if isinstance(error, SystemExit):
-            raise
-        message = one_line(error)
-        if not isinstance(error, (AelabError, KeyboardInterrupt)):
-            message += f" (traceback in {run.status_file})"
-        to_log_file(logging.ERROR, f"{app}: {message}", error)
-        if isinstance(error, KeyboardInterrupt):
-            raise SystemExit(130)
-        if multirun and not cfg.get("fail_fast", False):
-            return float("nan")  # recorded in status.json; the sweep goes on
-        print(f"{app}: error: {message}", file=sys.stderr)
-        raise SystemExit(1)
+    with Signals() as signals:
+        try:
+            cfg = prepare(cfg) if prepare is not None else cfg
+            run.start(cfg)
+            metrics = task(cfg, run)
+        except BaseException as error:  # noqa: BLE001 - every exit path must leave a truthful status
+            if signals.received is not None or isinstance(error, KeyboardInterrupt):
+                name = signal.Signals(signals.received or signal.SIGINT).name
+                run.fail(KeyboardInterrupt(name))
+                print(f"{app}: interrupted by {name}; status recorded in {run.status_file}, checkpoints kept "
+                      f"(continue with resume={run.path})", file=sys.stderr)
+                raise SystemExit(128 + (signals.received or signal.SIGINT)) from None
+            run.fail(error)
+            if isinstance(error, SystemExit):
+                raise
+            message = one_line(error)
+            if not isinstance(error, AelabError):
+                message += f" (traceback in {run.status_file})"
+            to_log_file(logging.ERROR, f"{app}: {message}", error)
+            if multirun and not cfg.get("fail_fast", False):
+                return float("nan")  # recorded in status.json; the sweep goes on
+            print(f"{app}: error: {message}", file=sys.stderr)
+            raise SystemExit(1) from None
     run.succeed(metrics)
     value = metrics.get(cfg.get("optimized_metric"))
     return float(value) if value is not None else None

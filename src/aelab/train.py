@@ -2,14 +2,34 @@
 
     aelab-train model=vae_conv corruption=gaussian_noise trainer.max_epochs=5
     aelab-train -m model=ae_conv,vae_conv corruption=none,downsample
+    aelab-train resume=outputs/runs/<date>/<time>   # continue a killed run in its own directory
 """
 
 from __future__ import annotations
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from aelab.config import CONFIG_DIR
+from aelab.errors import ConfigError
+
+
+def resume_config(cfg: DictConfig) -> DictConfig:
+    """`resume=DIR`: the run's recorded config, continued from DIR/checkpoints/last.ckpt (an epoch end, so the
+    resumed run replays what an uninterrupted one does). Hydra already put this run in DIR (conf/hydra)."""
+    run_dir = cfg.resume
+    from pathlib import Path
+
+    recorded, last = Path(run_dir) / "config.yaml", Path(run_dir) / "checkpoints" / "last.ckpt"
+    if not recorded.is_file():
+        raise ConfigError(f"resume={run_dir}: not a run directory (no config.yaml)")
+    if not last.is_file():
+        raise ConfigError(f"resume={run_dir}: no checkpoints/last.ckpt yet (killed before the first epoch ended); "
+                          "start it again instead")
+    original = OmegaConf.load(recorded)
+    with open_dict(original):
+        original.resume, original.ckpt_path = str(run_dir), str(last)
+    return original
 
 
 def train(cfg: DictConfig, run) -> dict[str, float]:
@@ -18,17 +38,25 @@ def train(cfg: DictConfig, run) -> dict[str, float]:
     from hydra.utils import instantiate
 
     from aelab.build import build_callbacks, build_parts, build_trainer, check_no_nan, checkpoint_info, collect_metrics
+    from aelab.callbacks.guards import FiniteLoss, SaveOnInterrupt
+    from aelab.checkpoints import check_compatible, load_checkpoint
     from aelab.hparams import hparam_dict, write_hparams
     from aelab.module import AutoencoderModule
+    from aelab.sweep import configure_job
 
+    configure_job(cfg)  # torch threads (split between parallel sweep jobs), no DataLoader workers under joblib
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     parts = build_parts(cfg)
     module = AutoencoderModule(parts.model, parts.corruption, optimizer=instantiate(cfg.optimizer),
                                scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
                                seed=cfg.seed, train_metrics_every=cfg.train_metrics_every,
                                run_info=checkpoint_info(cfg, parts))
-    trainer = build_trainer(cfg, build_callbacks(cfg.get("callbacks")))
-    if trainer.logger is not None:
+    if cfg.get("ckpt_path"):  # refuse another model's checkpoint before Lightning fails deep inside
+        check_compatible(load_checkpoint(cfg.ckpt_path), cfg.ckpt_path, module.run_info["model"],
+                         parts.model.input_shape, parts.model.output_shape)
+    guards = [FiniteLoss(), SaveOnInterrupt(run.path / "checkpoints")]
+    trainer = build_trainer(cfg, build_callbacks(cfg.get("callbacks")) + guards)
+    if trainer.logger is not None and not cfg.get("resume"):
         write_hparams(trainer.logger.experiment, hparam_dict(cfg, HydraConfig.get().runtime.choices))
 
     trainer.fit(module, datamodule=parts.datamodule, ckpt_path=cfg.get("ckpt_path"))
@@ -43,9 +71,11 @@ def train(cfg: DictConfig, run) -> dict[str, float]:
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    from aelab.perf import tune_malloc
     from aelab.runs import run_app
 
-    return run_app(train, cfg, "aelab-train")
+    tune_malloc()  # glibc malloc settings that speed up training (AELAB_NO_MALLOC_TUNING=1 opts out)
+    return run_app(train, cfg, "aelab-train", prepare=resume_config if cfg.get("resume") else None)
 
 
 if __name__ == "__main__":

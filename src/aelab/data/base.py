@@ -16,7 +16,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 
 from aelab.errors import DataError, check
 
@@ -62,6 +62,21 @@ class IndexedBatches(Dataset):
         return self.split.images[index], self.split.labels[index]
 
 
+class SampleBatches(Dataset):
+    """Whole batches from a per-sample Dataset (in_memory=false): read each index of the list, then collate, as a
+    DataLoader with a batch_sampler would. Passing the sampler as `sampler` instead matters: Lightning calls
+    `set_epoch` on `dataloader.sampler`, never on a batch_sampler, so the epoch order would otherwise never change."""
+
+    def __init__(self, samples: Dataset):
+        self.samples = samples
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: list[int]):
+        return default_collate([self.samples[i] for i in index])
+
+
 class EpochBatchSampler(torch.utils.data.Sampler):
     """Yields index batches; the order depends only on (seed, epoch), so a resumed run replays the same epoch.
 
@@ -89,7 +104,10 @@ class EpochBatchSampler(torch.utils.data.Sampler):
         return batches[self.rank:usable:self.world_size]
 
     def __iter__(self):
-        return (b.tolist() for b in self._batches())
+        # a generator: the order is drawn at the first next(), not when the iterator is made; on resume Lightning
+        # makes the iterator before it calls set_epoch, and an eager order would replay epoch 0's batches
+        for b in self._batches():
+            yield b.tolist()
 
     def __len__(self) -> int:
         return len(self._batches())
@@ -234,9 +252,8 @@ class ImageDataModule(L.LightningDataModule):
                                     drop_last=self.drop_last and shuffle, rank=rank, world_size=world)
         common = dict(num_workers=self.num_workers, pin_memory=self.pin_memory,
                       persistent_workers=self.num_workers > 0)
-        if self.sample_sets:
-            return DataLoader(self.sample_sets[split], batch_sampler=sampler, **common)
-        return DataLoader(IndexedBatches(self.splits[split]), sampler=sampler, batch_size=None, **common)
+        batches = SampleBatches(self.sample_sets[split]) if self.sample_sets else IndexedBatches(self.splits[split])
+        return DataLoader(batches, sampler=sampler, batch_size=None, **common)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

@@ -1,0 +1,119 @@
+"""Process-level performance settings applied at the start of aelab-train / aelab-eval.
+
+glibc's malloc returns freed memory to the kernel eagerly: blocks above the mmap threshold are mmap'd and munmap'd
+on every allocation, and the top of the heap is trimmed as soon as it exceeds the trim threshold. A training step
+allocates and frees the same activation buffers thousands of times, so each step pays page faults and zeroing of
+fresh pages. Keeping those pages in the process (the effect of MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_ in
+the environment) removes that cost; see experiments/benchmarks/RESULTS.md for the measured effect.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+
+OPT_OUT_ENV = "AELAB_NO_MALLOC_TUNING"
+
+# mallopt parameter numbers from glibc's <malloc.h>
+M_TRIM_THRESHOLD = -1
+M_MMAP_THRESHOLD = -3
+
+# glibc rejects an mmap threshold above HEAP_MAX_SIZE / 2 = 32 MiB on 64-bit (mallopt returns 0 and changes
+# nothing), so the largest accepted value is used: buffers up to 32 MiB come from the heap and are reused.
+MMAP_THRESHOLD = 32 * 1024 * 1024
+# Keep up to 1 GiB of freed memory at the top of the heap instead of trimming it back to the kernel after each step.
+TRIM_THRESHOLD = 1024 * 1024 * 1024
+
+_applied: dict[str, int] | None = None
+
+
+def _libc():
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return None
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
+
+
+def tune_malloc(mmap_threshold: int = MMAP_THRESHOLD, trim_threshold: int = TRIM_THRESHOLD) -> dict[str, int]:
+    """Raise glibc's mmap and trim thresholds in this process (fixed values also switch off glibc's dynamic
+    threshold). Returns the settings that took effect: empty on other C libraries, when AELAB_NO_MALLOC_TUNING=1,
+    or when the user already set MALLOC_MMAP_THRESHOLD_/MALLOC_TRIM_THRESHOLD_ (their choice wins)."""
+    global _applied
+    if os.environ.get(OPT_OUT_ENV, "").strip().lower() in ("1", "true", "yes"):
+        return {}
+    if _applied is not None:
+        return dict(_applied)
+    libc = _libc()
+    if libc is None or not hasattr(libc, "mallopt"):
+        _applied = {}
+        return {}
+    libc.mallopt.argtypes, libc.mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    applied = {}
+    for env, param, value in (("MALLOC_MMAP_THRESHOLD_", M_MMAP_THRESHOLD, mmap_threshold),
+                              ("MALLOC_TRIM_THRESHOLD_", M_TRIM_THRESHOLD, trim_threshold)):
+        if env in os.environ:
+            continue
+        if libc.mallopt(param, int(value)) == 1:  # 1 = accepted, 0 = out of range (nothing changed)
+            applied[env.lower().strip("_")] = int(value)
+    _applied = applied
+    return dict(applied)
+
+
+def _sync(device) -> None:
+    if getattr(device, "type", None) == "cuda":
+        torch.cuda.synchronize(device)  # GPU work is asynchronous: wait for it before reading the clock
+
+
+class Throughput(L.Callback):
+    """Lightning callback measuring training images/s: from the end of batch `warmup_batches - 1` to the end of the
+    epoch's last training batch (data loading, step, logging and metrics included; validation excluded), summed over
+    epochs. `result()` gives {"images", "seconds", "images_per_s"}; with `out`, it is also written there as JSON
+    (for runs in another process: sweeps, benchmarks)."""
+
+    def __init__(self, warmup_batches: int = 5, out: str | None = None):
+        self.warmup_batches, self.out = max(1, int(warmup_batches)), out
+        self.images, self.seconds = 0, 0.0
+        self._start: float | None = None
+
+    def on_train_epoch_start(self, trainer, module) -> None:
+        self._start = None
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        if batch_idx == self.warmup_batches - 1:
+            _sync(module.device)
+            self._start, self._n = time.perf_counter(), 0
+        elif self._start is not None:
+            self._n += len(batch[-1])  # raw batches are (images, labels)
+            if batch_idx == trainer.num_training_batches - 1:
+                _sync(module.device)
+                self.images += self._n
+                self.seconds += time.perf_counter() - self._start
+                self._start = None
+
+    def result(self) -> dict:
+        rate = self.images / self.seconds if self.seconds > 0 else float("nan")
+        return {"images": self.images, "seconds": self.seconds, "images_per_s": rate}
+
+    def on_fit_end(self, trainer, module) -> None:
+        if self.out:
+            Path(self.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(self.out).write_text(json.dumps(self.result()))
+
+
+def compile_model(model: torch.nn.Module) -> torch.nn.Module:
+    """torch.compile every direct submodule (encoder, decoder, ...) in place. Training calls `model.loss`, not
+    `forward`, so compiling the model's forward alone would change nothing; in-place compilation keeps the
+    state_dict keys, so checkpoints load into uncompiled models."""
+    for child in model.children():
+        child.compile()
+    return model

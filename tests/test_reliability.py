@@ -1,0 +1,163 @@
+"""Faults and bad input: each one gets a clear message and a truthful run directory."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from aelab.checkpoints import load_checkpoint
+from aelab.data import FlowersDataModule
+from aelab.errors import CheckpointError, ConfigError
+from conftest import DATA_DIR, compose_cfg, run_app_inprocess
+
+BIN = Path(sys.executable).parent
+# A small VAE: resuming must also replay its sampling noise, not only the batch order and the corruption.
+SMALL = ["model=vae_dense", "model.hidden=[64]", "corruption=gaussian_noise", "trainer.enable_progress_bar=false",
+         "+trainer.limit_val_batches=3", "+trainer.limit_test_batches=3"]
+
+
+class Custom:
+    """An arbitrary pickled object: weights_only=True must refuse it."""
+
+
+def status(run: Path) -> dict:
+    return json.loads((run / "status.json").read_text())
+
+
+def env(tmp_path: Path) -> dict:
+    return {**os.environ, "AELAB_DATA_DIR": str(DATA_DIR), "AELAB_CACHE_DIR": str(tmp_path / "cache"),
+            "AELAB_OUTPUT_DIR": str(tmp_path / "outputs")}
+
+
+def start(tmp_path, *args) -> subprocess.Popen:
+    return subprocess.Popen([str(BIN / "aelab-train"), *args], env=env(tmp_path), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 240) -> None:
+    end = time.time() + timeout
+    while not path.exists():
+        assert proc.poll() is None, f"training ended before {path.name} appeared: {proc.stderr.read()[-2000:]}"
+        assert time.time() < end, f"{path} did not appear within {timeout} s"
+        time.sleep(0.1)
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_same_metrics_as_an_uninterrupted_one(tmp_path):
+    args = [*SMALL, "trainer.max_epochs=3", "+trainer.limit_train_batches=120"]
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    run_app_inprocess(args, full)
+
+    proc = start(tmp_path, *args, f"hydra.run.dir={killed}")
+    wait_for(killed / "checkpoints" / "last.ckpt", proc)  # epoch 0 done: now kill it in the middle of epoch 1
+    time.sleep(0.5)
+    proc.kill()
+    proc.wait()
+    assert status(killed)["state"] == "running" and not (killed / "metrics.json").exists()
+
+    done = subprocess.run([str(BIN / "aelab-train"), f"resume={killed}"], env=env(tmp_path), capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert status(killed)["state"] == "succeeded"
+    resumed = json.loads((killed / "metrics.json").read_text())
+    assert resumed == json.loads((full / "metrics.json").read_text())
+
+
+@pytest.mark.slow
+def test_sigterm_ends_cleanly_with_checkpoint_and_status(tmp_path):
+    run = tmp_path / "run"
+    proc = start(tmp_path, *SMALL, "trainer.max_epochs=50", f"hydra.run.dir={run}")
+    wait_for(run / "checkpoints" / "last.ckpt", proc)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
+    assert "interrupted by SIGTERM" in err and f"resume={run}" in err
+    assert status(run)["state"] == "interrupted" and status(run)["error"] == "interrupted by SIGTERM"
+    assert (run / "checkpoints" / "interrupted.ckpt").is_file() and not (run / "metrics.json").exists()
+
+
+def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(run_train, tmp_path):
+    # an absurd learning rate makes the dense AE's weights overflow within a few steps
+    with pytest.raises(SystemExit):
+        run_train(["model=ae_dense", "model.recon_loss=mse", "optimizer=rmsprop", "optimizer.lr=1e30",
+                   "trainer.max_epochs=3", "trainer.limit_train_batches=30"], name="nan")
+    run = tmp_path / "nan"
+    state = status(run)
+    assert state["state"] == "failed" and state["error"].startswith("training diverged: train/loss is nan")
+    assert not (run / "metrics.json").exists()
+
+
+def test_resume_of_a_directory_without_checkpoint_is_refused(tmp_path):
+    (tmp_path / "empty").mkdir()
+    done = subprocess.run([str(BIN / "aelab-train"), f"resume={tmp_path / 'empty'}"], env=env(tmp_path),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert f"aelab-train: error: resume={tmp_path / 'empty'}: not a run directory (no config.yaml)" in done.stderr
+
+
+def test_checkpoint_of_another_model_is_refused_naming_both(run_train, tmp_path):
+    run = run_train(["model=ae_conv"], name="ae")
+    with pytest.raises(SystemExit):
+        run_train(["model=vae_conv", f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}"], name="vae")
+    error = status(tmp_path / "vae")["error"]
+    assert "holds ConvAutoencoder" in error and "this run configures ConvVAE" in error
+
+
+def test_foreign_and_non_checkpoint_files_are_refused(tmp_path):
+    torch.save({"state_dict": {}}, tmp_path / "plain.ckpt")
+    with pytest.raises(CheckpointError, match="not an aelab checkpoint"):
+        load_checkpoint(tmp_path / "plain.ckpt")
+    (tmp_path / "notes.ckpt").write_text("hello")
+    with pytest.raises(CheckpointError, match="not a PyTorch checkpoint file"):
+        load_checkpoint(tmp_path / "notes.ckpt")
+    torch.save({"state_dict": {}, "aelab": Custom()}, tmp_path / "evil.ckpt")
+    with pytest.raises(CheckpointError, match="weights_only=True refuses"):
+        load_checkpoint(tmp_path / "evil.ckpt")
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["data.batch_size=0"], "data.batch_size must be an integer >= 1, got 0"),
+    (["data.batch_size=abc"], "data.batch_size must be an integer >= 1, got 'abc'"),
+    (["model.latent_dim=0"], "model.latent_dim must be null or an integer >= 1, got 0"),
+    (["model=vae_dense", "model.beta=-1"], "model.beta must be >= 0, got -1"),
+    (["+model.beta=1"], "model: unknown key(s) ['beta'] for ConvAutoencoder; allowed:"),
+    (["+data.colour=1"], "data: unknown key(s) ['colour'] for MNISTDataModule; allowed:"),
+    (["data=flowers", "corruption=downsample", "corruption.downsample.factor=3"],
+     "corruption.downsample.factor=3 does not divide the image size 64x64"),
+], ids=["batch-0", "batch-type", "latent-0", "beta-negative", "kl-of-non-vae", "unknown-data-key", "factor-flowers"])
+def test_bad_values_are_reported_before_any_data_is_read(tmp_path, overrides, message, monkeypatch):
+    from aelab.build import build_parts
+
+    monkeypatch.setenv("AELAB_DATA_DIR", str(tmp_path / "no-data-here"))  # reading data would fail differently
+    cfg = compose_cfg(overrides, output_dir=tmp_path)
+    with pytest.raises(ConfigError) as info:
+        build_parts(cfg)
+    assert message in str(info.value)
+
+
+CONCURRENT = """
+import sys, torch
+from aelab.data import FlowersDataModule
+dm = FlowersDataModule(sys.argv[1], cache_dir=sys.argv[2], image_size=32, train_splits=["train"])
+dm.setup()
+print(int(dm.splits["train"].images.sum()), int(dm.splits["test"].images.sum()))
+"""
+
+
+def test_two_processes_filling_the_same_cache_do_not_corrupt_it(tmp_path):
+    cache = tmp_path / "cache"
+    procs = [subprocess.Popen([sys.executable, "-c", CONCURRENT, str(DATA_DIR), str(cache)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err[-1000:] for _, err in outputs]
+    assert outputs[0][0] == outputs[1][0]
+    assert not list(cache.glob("*.tmp"))  # no half-written leftovers
+    dm = FlowersDataModule(str(DATA_DIR), cache_dir=str(cache), image_size=32, train_splits=["train"])
+    dm.setup()  # a third reader loads the cached tensors
+    assert outputs[0][0].split() == [str(int(dm.splits["train"].images.sum())), str(int(dm.splits["test"].images.sum()))]
