@@ -9,6 +9,7 @@ from hydra.utils import instantiate
 from aelab.build import build_corruption
 from aelab.config import CONFIG_DIR
 from aelab.errors import ConfigError
+from aelab.models import Batch
 from conftest import compose_cfg
 
 
@@ -41,7 +42,8 @@ def test_combination_composes_and_builds(data, corruption, model, tmp_path):
     net = instantiate(cfg.model, input_shape=in_shape, output_shape=clean, num_classes=10)
     x = corrupt(torch.rand(2, *clean), torch.Generator().manual_seed(0))
     assert tuple(x.shape[1:]) == in_shape
-    assert net(x).shape == (2, *clean)
+    # reconstruct reads the labels too (conditional models need them)
+    assert net.reconstruct(Batch(x, x, torch.tensor([0, 1]))).shape == (2, *clean)
     opt = instantiate(cfg.optimizer)(params=net.parameters())
     assert isinstance(opt, torch.optim.Optimizer)
 

@@ -147,8 +147,12 @@ class VariationalAutoencoder(Autoencoder):
     def loss(self, batch: Batch, step: int = 0) -> LossTerms:
         mean, log_var = self.posterior(batch.input)
         z = self.reparameterize(mean, log_var)
-        logits = self.decode(z)
-        recon = reconstruction_loss(logits, batch.target, self.recon_kind, self.reduction)
+        return self.elbo_terms(mean, log_var, self.decode(z), batch.target, step)
+
+    def elbo_terms(self, mean, log_var, logits, target, step: int = 0) -> LossTerms:
+        """Reconstruction + weighted KL (beta, warm-up, free bits); shared by subclasses that encode/decode
+        differently (the conditional VAE adds the label)."""
+        recon = reconstruction_loss(logits, target, self.recon_kind, self.reduction)
         kl_dims = self.kl_per_dim(mean, log_var)
         kl = kl_dims.sum(1).mean()
         # free bits act on the batch-averaged KL of each dimension

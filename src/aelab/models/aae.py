@@ -1,0 +1,120 @@
+"""Adversarial autoencoder (Makhzani et al., 2015): a deterministic autoencoder whose codes are pushed towards the
+prior N(0, I) by a discriminator on latent codes, instead of a KL term.
+
+The discriminator really trains: the module switches to manual optimisation for models with `adversarial = True`
+and, per training batch, first steps the discriminator on `discriminator_loss(batch)` (prior samples = real,
+encoded codes = fake), then steps encoder + decoder on `loss(batch)` = reconstruction + adv_weight * generator loss.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from aelab.errors import check
+from aelab.models.base import Autoencoder, Batch, LossTerms, reconstruction_loss
+from aelab.models.layers import ConvDecoder, ConvEncoder, mlp
+
+ARCHS = ("conv", "dense")
+
+
+@dataclass
+class DiscriminatorTerms:
+    """What the discriminator step minimises (`loss`) and logs (`extras`: d_loss, d_acc)."""
+
+    loss: torch.Tensor
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def logged(self) -> dict[str, torch.Tensor]:
+        return dict(self.extras)
+
+
+class AdversarialAutoencoder(Autoencoder):
+    """Encoder -> code of `latent_dim` -> decoder, plus an MLP discriminator on codes.
+
+    arch=conv: conv stages (`channels`) + dense bottleneck; arch=dense: `hidden` widths. `adv_weight` scales the
+    generator (non-saturating) loss against the reconstruction loss, so its meaning depends on `reduction`: the
+    default (sum over pixels, per image) with adv_weight=1 matched the codes to N(0, I) on MNIST within a few hundred
+    steps; with reduction=mean and adv_weight=1 the discriminator won (d_acc ~ 1).
+    """
+
+    generative = True
+    adversarial = True  # tells the module to train the discriminator with its own optimizer
+
+    def __init__(self, *args, arch: str = "conv", latent_dim: int = 8, channels: list[int] = (32, 64),
+                 hidden: list[int] = (512,), disc_hidden: list[int] = (256, 256), adv_weight: float = 1.0,
+                 batch_norm: bool = False, reduction: str = "sum", **kwargs):
+        super().__init__(*args, reduction=reduction, **kwargs)
+        check(arch in ARCHS, f"model.arch={arch!r} is not one of {list(ARCHS)}")
+        check(isinstance(latent_dim, int) and latent_dim >= 1,
+              f"model.latent_dim must be an integer >= 1, got {latent_dim!r}")
+        check(adv_weight >= 0, f"model.adv_weight must be >= 0, got {adv_weight!r}")
+        channels, hidden, disc_hidden = list(channels), list(hidden), list(disc_hidden)
+        check(all(h >= 1 for h in [*hidden, *disc_hidden]),
+              f"model.hidden and model.disc_hidden must be positive, got {hidden} and {disc_hidden}")
+        self.arch, self.latent_dim, self.adv_weight = arch, latent_dim, float(adv_weight)
+        if arch == "conv":
+            check(len(channels) >= 1 and all(c >= 1 for c in channels),
+                  f"model.channels must be positive, got {channels}")
+            conv = ConvEncoder(self.input_shape[0], channels, batch_norm)
+            spatial = conv.out_shape(self.input_shape)
+            self.encoder = nn.Sequential(conv, nn.Flatten(), nn.Linear(math.prod(spatial), latent_dim))
+            self.decoder = nn.Sequential(nn.Linear(latent_dim, math.prod(spatial)), nn.ReLU(),
+                                         nn.Unflatten(1, spatial),
+                                         ConvDecoder(spatial, channels[::-1], self.output_shape, batch_norm))
+        else:
+            self.encoder = nn.Sequential(nn.Flatten(), mlp([math.prod(self.input_shape), *hidden, latent_dim]))
+            self.decoder = nn.Sequential(mlp([latent_dim, *hidden[::-1], math.prod(self.output_shape)]),
+                                         nn.Unflatten(1, self.output_shape))
+        self.discriminator = mlp([latent_dim, *disc_hidden, 1])  # one logit: "drawn from the prior"
+
+    # --- parameter groups: the module builds one optimizer for each ----------------------------------------------
+    def autoencoder_parameters(self) -> list[nn.Parameter]:
+        return [*self.encoder.parameters(), *self.decoder.parameters()]
+
+    def discriminator_parameters(self) -> list[nn.Parameter]:
+        return list(self.discriminator.parameters())
+
+    # --- losses -------------------------------------------------------------------------------------------------
+    def _prior(self, like: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        return torch.randn(like.shape, generator=generator, device=like.device, dtype=like.dtype)
+
+    def _discriminate(self, z_prior: torch.Tensor, z_code: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loss, accuracy) of the discriminator: prior samples are labelled 1, encoded codes 0."""
+        real, fake = self.discriminator(z_prior), self.discriminator(z_code)
+        loss = 0.5 * (F.binary_cross_entropy_with_logits(real, torch.ones_like(real))
+                      + F.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake)))
+        acc = 0.5 * ((real > 0).float().mean() + (fake < 0).float().mean())
+        return loss, acc
+
+    def discriminator_loss(self, batch: Batch, generator: torch.Generator | None = None) -> DiscriminatorTerms:
+        """The discriminator's objective; the codes are detached, so only the discriminator learns from it."""
+        with torch.no_grad():
+            z = self.encode(batch.input)
+        loss, acc = self._discriminate(self._prior(z, generator), z)
+        return DiscriminatorTerms(loss=loss, extras={"d_loss": loss.detach(), "d_acc": acc})
+
+    def loss(self, batch: Batch, step: int = 0) -> LossTerms:
+        z = self.encode(batch.input)
+        logits = self.decode(z)
+        recon = reconstruction_loss(logits, batch.target, self.recon_kind, self.reduction)
+        fooled = self.discriminator(z)
+        # non-saturating generator loss: the encoder wants its codes classified as prior samples
+        g_loss = F.binary_cross_entropy_with_logits(fooled, torch.ones_like(fooled))
+        extras = {"g_loss": g_loss.detach()}
+        if not self.training:  # evaluation: how well the discriminator separates codes from the prior (cheap MLP)
+            with torch.no_grad():
+                d_loss, d_acc = self._discriminate(self._prior(z), z)
+            extras.update(d_loss=d_loss, d_acc=d_acc)
+        return LossTerms(loss=recon + self.adv_weight * g_loss, recon_loss=recon, output=torch.sigmoid(logits),
+                         extras=extras)
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Images decoded from z ~ N(0, I), the prior the discriminator matched the codes to."""
+        device = next(self.parameters()).device
+        z = torch.randn((n, self.latent_dim), generator=generator, device=device)
+        return torch.sigmoid(self.decode(z))
