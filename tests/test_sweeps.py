@@ -244,7 +244,7 @@ def test_submitit_local_runs_one_job(tmp_path):
 def test_every_experiment_preset_runs_once(tmp_path):
     presets = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
     sweep = tmp_path / "experiments"
-    done = multirun(sweep, "experiment=glob(*)", "trainer=debug", "trainer.max_epochs=1", "test=false")
+    done = multirun(sweep, "experiment=glob(*)", "trainer=debug", "test=false")
     assert done.returncode == 0, done.stderr[-3000:]
     jobs = collect_jobs(sweep)
     assert sorted(j.overrides["experiment"] for j in jobs) == presets

@@ -1,5 +1,11 @@
 """Lightning callbacks that write figures and images to TensorBoard."""
 
+from aelab.callbacks.baselines import Baselines
+from aelab.callbacks.figures import (ClassSamples, LatentGrid, LatentInterpolation, LatentNoise, LatentScatter,
+                                     NoiseInput, PriorSamples)
+from aelab.callbacks.guards import FiniteLoss, SaveOnInterrupt, TrainingDiverged
 from aelab.callbacks.images import ReconstructionGrid
+from aelab.callbacks.nll import ImportanceSampledNLL
 
-__all__ = ["ReconstructionGrid"]
+__all__ = ["Baselines", "ClassSamples", "LatentGrid", "LatentInterpolation", "LatentNoise", "LatentScatter",
+           "NoiseInput", "PriorSamples", "FiniteLoss", "SaveOnInterrupt", "TrainingDiverged", "ImportanceSampledNLL", "ReconstructionGrid"]

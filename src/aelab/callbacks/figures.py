@@ -1,0 +1,368 @@
+"""Latent-space and generative figures in TensorBoard (images under `figures/...`).
+
+Each callback draws at the end of every `every_n_epochs`-th validation epoch (0: never) and at the end of testing,
+from the first test images of the datamodule, corrupted as the model sees them (same fixed noise every time). A
+callback that does not apply to the model (no 2-d latent, not generative, not super-resolution...) does nothing.
+Figures are drawn with matplotlib's Agg canvas directly (no pyplot, no display needed).
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import lightning as L
+import numpy as np
+import torch
+from torchvision.utils import make_grid
+
+from aelab import baselines
+from aelab.callbacks.baselines import model_latent_size
+from aelab.callbacks.images import logged_writer, to_display
+from aelab.data import to_float
+from aelab.errors import check
+from aelab.models import Batch
+
+ENCODE_CHUNK = 500
+
+
+# --- helpers shared by the figures ---------------------------------------------------------------------------------
+@contextmanager
+def evaluating(module):
+    """Eval mode, no gradients, and the global RNG left exactly as found (training must not notice a figure)."""
+    was_training = module.training
+    rng = torch.get_rng_state()
+    cuda_rng = torch.cuda.get_rng_state() if module.device.type == "cuda" else None
+    module.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        module.train(was_training)
+        torch.set_rng_state(rng)
+        if cuda_rng is not None:
+            torch.cuda.set_rng_state(cuda_rng)
+
+
+def test_batch(trainer: L.Trainer, module, n: int) -> Batch:
+    """The first n test images, corrupted with a generator seeded by the run's seed (the same input every time)."""
+    images, labels = trainer.datamodule.all_of("test", n)
+    clean = to_float(images.to(module.device))
+    generator = torch.Generator(device=module.device).manual_seed(int(module.seed))
+    return Batch(input=module.corruption(clean, generator), target=clean, label=labels.to(module.device))
+
+
+def encode(model, x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+    """Latent codes in chunks (posterior means for VAEs); conditional models also read the label."""
+    parts = []
+    for start in range(0, len(x), ENCODE_CHUNK):
+        xs = x[start:start + ENCODE_CHUNK]
+        if getattr(model, "conditional", False):
+            parts.append(model.encode(xs, labels[start:start + ENCODE_CHUNK]))
+        else:
+            parts.append(model.encode(xs))
+    return torch.cat(parts)
+
+
+def decode(model, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+    """Images in [0, 1] from codes (decoders return logits)."""
+    logits = model.decode(z, labels) if getattr(model, "conditional", False) else model.decode(z)
+    return torch.sigmoid(logits)
+
+
+def cpu_normal(shape, seed: int, device) -> torch.Tensor:
+    """Gaussian noise drawn on the CPU from its own seed: the same figure on CPU and GPU."""
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed)).to(device)
+
+
+def pca_2d(z: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """Project codes [N, D] on their two main principal axes; also returns the fraction of variance kept.
+    (An eigenproblem of the smaller Gram matrix: this torch's CPU SVD takes seconds on a 256 x 512 matrix.)"""
+    z = z.float().cpu()
+    pca = baselines.fit_pca(z, 2)
+    zc = z - pca.mean
+    xy = zc @ pca.components.T
+    if xy.shape[1] < 2:  # rank-1 codes: the second axis carries nothing
+        xy = torch.cat([xy, torch.zeros(len(xy), 2 - xy.shape[1])], 1)
+    return xy, float(xy.double().square().sum() / zc.double().square().sum().clamp_min(1e-12))
+
+
+def render(fig) -> np.ndarray:
+    """A matplotlib Figure as an RGB uint8 array [H, W, 3]."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
+def grid_figure(rows: list[torch.Tensor], row_labels: list[str], title: str, shape, col_labels=None):
+    """Rows of images (each [n, C, H, W]; resized to `shape` for display) with a label left of each row."""
+    from matplotlib.figure import Figure
+
+    rows = [to_display(r, shape) for r in rows]
+    ncol = max(len(r) for r in rows)
+    pad = 2
+    grid = make_grid(torch.cat(rows), nrow=ncol, padding=pad, pad_value=1.0)
+    h, w = shape[-2:]
+    scale = min(0.9, max(0.35, 0.45 * max(h, w) / 28))  # inches per cell: 0.45 for 28 px, 0.9 for 64 px
+    fig = Figure(figsize=(1.6 + ncol * scale, 0.7 + len(rows) * scale), dpi=100)
+    ax = fig.add_subplot()
+    ax.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
+    ax.set_yticks([pad + i * (h + pad) + h / 2 for i in range(len(rows))], row_labels, fontsize=8)
+    if col_labels is not None:
+        ax.set_xticks([pad + j * (w + pad) + w / 2 for j in range(len(col_labels))], col_labels, fontsize=7)
+    else:
+        ax.set_xticks([])
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+# --- the callbacks -------------------------------------------------------------------------------------------------
+class FigureCallback(L.Callback):
+    tag = "figures/figure"
+
+    def __init__(self, every_n_epochs: int = 1):
+        check(isinstance(every_n_epochs, int) and every_n_epochs >= 0,
+              f"callbacks.*.every_n_epochs must be an integer >= 0, got {every_n_epochs!r}")
+        self.every_n_epochs = every_n_epochs
+
+    def applicable(self, model) -> bool:
+        return True
+
+    def draw(self, trainer: L.Trainer, module):
+        """A matplotlib Figure, or None to skip."""
+        raise NotImplementedError
+
+    def log_figure(self, trainer: L.Trainer, module) -> bool:
+        writer = logged_writer(trainer)
+        if (writer is None or trainer.sanity_checking or not trainer.is_global_zero or trainer.datamodule is None
+                or not self.applicable(module.model)):
+            return False
+        with evaluating(module):
+            fig = self.draw(trainer, module)
+        if fig is None:
+            return False
+        writer.add_image(self.tag, render(fig), trainer.global_step, dataformats="HWC")
+        return True
+
+    def on_validation_epoch_end(self, trainer, module):
+        if self.every_n_epochs and (trainer.current_epoch + 1) % self.every_n_epochs == 0:
+            self.log_figure(trainer, module)
+
+    def on_test_epoch_end(self, trainer, module):
+        self.log_figure(trainer, module)
+
+
+class LatentScatter(FigureCallback):
+    """Codes of up to `n_images` test images coloured by class: the 2-d latent directly, larger codes by PCA."""
+
+    tag = "figures/latent_scatter"
+
+    def __init__(self, n_images: int = 2000, every_n_epochs: int = 1):
+        super().__init__(every_n_epochs)
+        self.n_images = n_images
+
+    def draw(self, trainer, module):
+        from matplotlib.figure import Figure
+
+        batch = test_batch(trainer, module, self.n_images)
+        z = encode(module.model, batch.input, batch.label).flatten(1).float().cpu()
+        labels = batch.label.cpu().numpy()
+        d = z.shape[1]
+        if d == 1:
+            xy, title = torch.cat([z, torch.zeros_like(z)], 1), "1-d latent"
+        elif d == 2:
+            xy, title = z, "2-d latent"
+        else:
+            xy, kept = pca_2d(z)
+            title = f"{d}-d latent projected by PCA to 2-d ({kept:.0%} of its variance)"
+        n_classes = int(labels.max()) + 1 if len(labels) else 1
+        fig = Figure(figsize=(6.4, 5.4), dpi=100)
+        ax = fig.add_subplot()
+        cmap = "tab10" if n_classes <= 10 else "nipy_spectral"
+        points = ax.scatter(xy[:, 0].numpy(), xy[:, 1].numpy(), c=labels, cmap=cmap, s=4, alpha=0.7,
+                            vmin=-0.5, vmax=n_classes - 0.5)
+        fig.colorbar(points, ax=ax, label="class", ticks=range(n_classes) if n_classes <= 10 else None)
+        ax.set_xlabel("z1" if d <= 2 else "PC 1")
+        ax.set_ylabel("z2" if d == 2 else "PC 2" if d > 2 else "")
+        ax.set_title(f"{title}, {len(labels)} test images", fontsize=9)
+        fig.tight_layout()
+        return fig
+
+
+class LatentNoise(FigureCallback):
+    """Noise added in latent space: codes of test images plus Gaussian noise of `scales` x the per-dimension std
+    of the codes (over `std_images` test images), decoded; one row per scale."""
+
+    tag = "figures/latent_noise"
+
+    def __init__(self, n_images: int = 8, scales: list[float] = (0.0, 0.25, 0.5, 1.0, 2.0), std_images: int = 500,
+                 every_n_epochs: int = 1):
+        super().__init__(every_n_epochs)
+        check(len(scales) >= 1 and all(s >= 0 for s in scales),
+              f"callbacks.latent_noise.scales must be >= 0, got {scales}")
+        self.n_images, self.scales, self.std_images = n_images, [float(s) for s in scales], max(2, std_images)
+
+    def draw(self, trainer, module):
+        model = module.model
+        batch = test_batch(trainer, module, max(self.n_images, self.std_images))
+        codes = encode(model, batch.input, batch.label)
+        std = codes.std(0)
+        n = min(self.n_images, len(codes))
+        z, labels = codes[:n], batch.label[:n]
+        rows, names = [batch.input[:n]], ["input"]
+        for i, scale in enumerate(self.scales):
+            noise = cpu_normal(z.shape, int(module.seed) + i, z.device)
+            rows.append(decode(model, z + scale * std * noise, labels))
+            names.append(f"+{scale:g} std")
+        return grid_figure(rows, names, "decoded after Gaussian noise in latent space (x per-dim std of codes)",
+                           tuple(batch.target.shape[1:]))
+
+
+class LatentGrid(FigureCallback):
+    """2-d latents only: decode a `n` x `n` grid over the latent plane. Generative models (prior N(0, I)): the
+    N(0, 1) quantiles from `quantiles[0]` to `quantiles[1]` on each axis, as the Keras VAE example; plain
+    autoencoders: the same quantiles of the encoded test codes."""
+
+    tag = "figures/latent_grid"
+
+    def __init__(self, n: int = 15, quantiles: list[float] = (0.05, 0.95), n_images: int = 2000,
+                 every_n_epochs: int = 1):
+        super().__init__(every_n_epochs)
+        check(0 < quantiles[0] < quantiles[1] < 1,
+              f"callbacks.latent_grid.quantiles must be 0 < q0 < q1 < 1, got {quantiles}")
+        self.n, self.quantiles, self.n_images = n, (float(quantiles[0]), float(quantiles[1])), n_images
+
+    def applicable(self, model) -> bool:
+        return not getattr(model, "conditional", False) and model_latent_size(model) == 2
+
+    def draw(self, trainer, module):
+        model = module.model
+        q = torch.linspace(*self.quantiles, self.n, dtype=torch.float64)
+        if getattr(model, "generative", False):
+            axes = [torch.distributions.Normal(0.0, 1.0).icdf(q).float()] * 2
+            what = f"N(0,1) quantiles {self.quantiles[0]:g}..{self.quantiles[1]:g}"
+            code_shape = (2,)
+        else:
+            batch = test_batch(trainer, module, self.n_images)
+            codes = encode(model, batch.input, batch.label)
+            code_shape = tuple(codes.shape[1:])
+            flat = codes.flatten(1).double().cpu()
+            axes = [torch.quantile(flat[:, i], q).float() for i in range(2)]
+            what = f"quantiles {self.quantiles[0]:g}..{self.quantiles[1]:g} of encoded test codes"
+        xs, ys = axes[0], axes[1].flip(0)  # y grows upwards, as in a scatter plot
+        z = torch.stack(torch.meshgrid(ys, xs, indexing="ij")[::-1], -1).reshape(-1, 2)
+        images = decode(model, z.to(module.device).reshape(-1, *code_shape))
+        shape = tuple(images.shape[1:])
+        rows = list(images.reshape(self.n, self.n, *shape))
+        return grid_figure(rows, [f"{v:.2f}" for v in ys.tolist()], f"decoded 2-d latent grid over {what}", shape,
+                           col_labels=[f"{v:.2f}" for v in xs.tolist()])
+
+
+class PriorSamples(FigureCallback):
+    """Generative models: `n_images` images decoded from the prior (a fixed generator: the same z every epoch)."""
+
+    tag = "figures/prior_samples"
+
+    def __init__(self, n_images: int = 64, every_n_epochs: int = 1):
+        super().__init__(every_n_epochs)
+        self.n_images = n_images
+
+    def applicable(self, model) -> bool:
+        return getattr(model, "generative", False) and hasattr(model, "sample")
+
+    def draw(self, trainer, module):
+        generator = torch.Generator(device=module.device).manual_seed(int(module.seed))
+        images = module.model.sample(self.n_images, generator=generator)
+        ncol = max(1, int(self.n_images ** 0.5))
+        rows = list(images.split(ncol))
+        if len(rows) > 1 and len(rows[-1]) < ncol:
+            rows.pop()
+        return grid_figure(rows, [""] * len(rows), "samples decoded from the prior", tuple(images.shape[1:]))
+
+
+class LatentInterpolation(FigureCallback):
+    """Generative models: straight lines in latent space between the codes of pairs of test images, decoded."""
+
+    tag = "figures/interpolation"
+
+    def __init__(self, n_pairs: int = 4, steps: int = 10, every_n_epochs: int = 1):
+        super().__init__(every_n_epochs)
+        check(steps >= 2, f"callbacks.interpolation.steps must be >= 2, got {steps!r}")
+        self.n_pairs, self.steps = n_pairs, steps
+
+    def applicable(self, model) -> bool:
+        return getattr(model, "generative", False) and not getattr(model, "conditional", False)
+
+    def draw(self, trainer, module):
+        model = module.model
+        batch = test_batch(trainer, module, 2 * self.n_pairs)
+        codes = encode(model, batch.input, batch.label)
+        pairs = min(self.n_pairs, len(codes) // 2)
+        if pairs == 0:
+            return None
+        t = torch.linspace(0, 1, self.steps, device=codes.device).view(-1, *[1] * (codes.dim() - 1))
+        rows, names = [], []
+        for p in range(pairs):
+            a, b = codes[2 * p], codes[2 * p + 1]
+            line = decode(model, (1 - t) * a + t * b)
+            ends = batch.input[2 * p:2 * p + 2]
+            rows.append(torch.cat([to_display(ends[:1], line.shape[1:]).to(line.device), line,
+                                   to_display(ends[1:], line.shape[1:]).to(line.device)]))
+            names.append(f"{int(batch.label[2 * p])} -> {int(batch.label[2 * p + 1])}")
+        return grid_figure(rows, names, "input | decoded latent interpolation | input", tuple(batch.target.shape[1:]))
+
+
+class ClassSamples(FigureCallback):
+    """Conditional generative models: one row of `per_class` prior samples for each class (up to `max_classes`)."""
+
+    tag = "figures/class_samples"
+
+    def __init__(self, per_class: int = 10, max_classes: int = 20, every_n_epochs: int = 1):
+        super().__init__(every_n_epochs)
+        self.per_class, self.max_classes = per_class, max_classes
+
+    def applicable(self, model) -> bool:
+        return (getattr(model, "conditional", False) and getattr(model, "generative", False)
+                and bool(getattr(model, "num_classes", None)))
+
+    def draw(self, trainer, module):
+        model = module.model
+        generator = torch.Generator(device=module.device).manual_seed(int(module.seed))
+        rows, names = [], []
+        for c in range(min(int(model.num_classes), self.max_classes)):
+            labels = torch.full((self.per_class,), c, dtype=torch.long, device=module.device)
+            rows.append(model.sample(self.per_class, generator=generator, labels=labels))
+            names.append(f"class {c}")
+        return grid_figure(rows, names, "prior samples, one row per class", tuple(rows[0].shape[1:]))
+
+
+class NoiseInput(FigureCallback):
+    """Super-resolution models (input smaller than output): feed pure noise at the input size and look at what the
+    model makes of it (the lesson's exercise with the x4 model). Rows: uniform noise, output, Gaussian noise
+    N(0.5, 0.5) clipped, output."""
+
+    tag = "figures/noise_input"
+
+    def __init__(self, n_images: int = 8, every_n_epochs: int = 1):
+        super().__init__(every_n_epochs)
+        self.n_images = n_images
+
+    def applicable(self, model) -> bool:
+        return tuple(model.input_shape[1:]) != tuple(model.output_shape[1:])
+
+    def draw(self, trainer, module):
+        model, n, device = module.model, self.n_images, module.device
+        generator = torch.Generator().manual_seed(int(module.seed))
+        uniform = torch.rand((n, *model.input_shape), generator=generator).to(device)
+        gaussian = (0.5 + 0.5 * torch.randn((n, *model.input_shape), generator=generator)).clamp(0, 1).to(device)
+        labels = torch.arange(n, device=device) % int(model.num_classes or 1)
+        target = torch.zeros((n, *model.output_shape), device=device)
+        rows = []
+        for noise in (uniform, gaussian):
+            rows += [noise, model.reconstruct(Batch(input=noise, target=target, label=labels))]
+        c, h, w = model.input_shape
+        return grid_figure(rows, ["U(0,1) input", "output", "N(.5,.5) input", "output"],
+                           f"pure noise at the model's {h}x{w} input -> its {model.output_shape[1]}x"
+                           f"{model.output_shape[2]} output", tuple(model.output_shape))
