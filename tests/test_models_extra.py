@@ -268,6 +268,7 @@ def test_binarized_vae_run_writes_test_nll(run_train):
     assert 50 < metrics["test/nll"] < 800  # nats per binarized MNIST image, a barely trained model
 
 
+@pytest.mark.slow  # trains a VAE for 100 batches (~1 min on 2 cores)
 def test_nll_is_below_the_negative_elbo_of_a_trained_vae():
     parts, module, trainer = fit(["data=binarized_mnist", "model=vae_dense", "model.latent_dim=8", "model.hidden=[256]",
                                   "data.batch_size=64"], max_steps=100)
