@@ -3,6 +3,9 @@
     python experiments/run.py                       # every preset, full data and epochs (about an hour on 2 cores)
     python experiments/run.py --only denoise_mnist denoise_fashion
     python experiments/run.py --tiny --out /tmp/RESULTS.md   # trainer=debug, 1 epoch, runs in a temp dir
+    python experiments/run.py --runs-dir outputs/experiments/<time>   # continue an interrupted run.py: jobs that
+                                                    # succeeded there are read back, the others run
+    python experiments/run.py --runs-dir outputs/experiments/<time> --report-only   # RESULTS from what finished
 
 Each job is one `aelab-train experiment=NAME` (or `aelab-eval` for the transfer matrix) in its own run directory;
 the numbers in RESULTS.md are read back from each run's metrics.json, status.json and config.yaml. A failed job is
@@ -96,13 +99,31 @@ def transfer_jobs(trained: dict[str, Job]) -> list[Job]:
     return jobs
 
 
-def run_job(job: Job, runs_dir: Path, tiny: bool) -> None:
+def reuse(job: Job, report_only: bool) -> bool:
+    """A job whose run directory already succeeded (an earlier, interrupted run.py with the same --runs-dir) is
+    read back, not run again; with --report-only nothing runs and unfinished jobs are reported as they stand."""
+    status = read_json(job.run_dir / "status.json") or {}
+    if status.get("state") != "succeeded" and not report_only:
+        return False
+    job.state = status.get("state") or "not run"
+    job.error = status.get("error")
+    if job.state == "succeeded":
+        job.metrics = read_json(job.run_dir / "metrics.json") or {}
+        job.wall_s = status["updated"] - status["started"] if "started" in status else None
+        job.epochs = epochs_of(job.run_dir / "config.yaml")
+    print(f"[run.py]   {job.name}: {job.state} (read back from {job.run_dir})", flush=True)
+    return True
+
+
+def run_job(job: Job, runs_dir: Path, tiny: bool, report_only: bool = False) -> None:
     job.run_dir = runs_dir / job.name
     extra = (TINY + TINY_EXTRA.get(job.preset or "", [])) if tiny else []
     if job.app == "aelab-eval" and tiny:
         extra = ["trainer=debug"]
     args = [*job.args, *extra, f"hydra.run.dir={job.run_dir}"]
     job.command = [job.app, *args]
+    if reuse(job, report_only):
+        return
     print(f"[run.py] {shlex.join(job.command)}", flush=True)
     log = runs_dir / f"{job.name}.out"
     start = time.monotonic()
@@ -280,7 +301,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs-dir", type=Path, help="where the run directories go (default: "
                                                       "$AELAB_OUTPUT_DIR or outputs/, under experiments/<time>; "
                                                       "--tiny: a new temp dir)")
+    parser.add_argument("--report-only", action="store_true",
+                        help="run nothing: write RESULTS from the succeeded runs already in --runs-dir")
     args = parser.parse_args(argv)
+    if args.report_only and not args.runs_dir:
+        parser.error("--report-only needs --runs-dir (the folder of an earlier run.py)")
     if args.only and (unknown := sorted(set(args.only) - set(names))):
         parser.error(f"--only {' '.join(unknown)}: unknown; choose from {', '.join(names)}")
 
@@ -298,10 +323,10 @@ def main(argv: list[str] | None = None) -> int:
 
     jobs = train_jobs(set(args.only) if args.only else None)
     for job in jobs:
-        run_job(job, runs_dir, args.tiny)
+        run_job(job, runs_dir, args.tiny, args.report_only)
     transfer = transfer_jobs({j.name: j for j in jobs})
     for job in transfer:
-        run_job(job, runs_dir, args.tiny)
+        run_job(job, runs_dir, args.tiny, args.report_only)
 
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(results_markdown(jobs, transfer, args.tiny, started))
