@@ -124,6 +124,8 @@ def run_job(job: Job, runs_dir: Path, tiny: bool, report_only: bool = False) -> 
     job.command = [job.app, *args]
     if reuse(job, report_only):
         return
+    if job.run_dir.exists():  # an unfinished earlier attempt: start clean, never mix two runs' events
+        shutil.rmtree(job.run_dir)
     print(f"[run.py] {shlex.join(job.command)}", flush=True)
     log = runs_dir / f"{job.name}.out"
     start = time.monotonic()
