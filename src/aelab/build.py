@@ -87,8 +87,13 @@ def build_parts(cfg: DictConfig, model_cfg: DictConfig | None = None) -> Parts:
 
 
 def build_trainer(cfg: DictConfig, callbacks: list[L.Callback] | None = None) -> L.Trainer:
+    from aelab.perf import skip_nan_fill, with_progress_bar
+
     logger = make(cfg.logger, "logger") if cfg.get("logger") else False
-    return make(cfg.trainer, "trainer", logger=logger, callbacks=callbacks or [])
+    callbacks = with_progress_bar(callbacks or [], cfg.trainer.get("enable_progress_bar", True))
+    trainer = make(cfg.trainer, "trainer", logger=logger, callbacks=callbacks)
+    skip_nan_fill()  # deterministic=warn/true stays deterministic, without a NaN fill of every new tensor
+    return trainer
 
 
 def build_callbacks(cfg: DictConfig | None) -> list[L.Callback]:

@@ -1,0 +1,656 @@
+#!/usr/bin/env python
+"""aelab benchmarks (issue #6): what the framework costs, how fast its data path is, how quickly the lesson's
+model reaches the lesson's quality, and how sweeps scale.
+
+    python experiments/benchmarks/run.py            # full run (minutes), writes experiments/benchmarks/RESULTS.md
+    python experiments/benchmarks/run.py --tiny     # a few batches per row: checks that every row still runs
+    python experiments/benchmarks/run.py --only overhead,data --out /tmp/bench.md
+
+Rows (ids as in RESULTS.md):
+  a  framework overhead  aelab training (real configs composed with Hydra, default logging and callbacks) vs a plain
+                         PyTorch loop with the same model, data tensors, batch size and optimizer, alternated in
+                         this process; images/s over the same window of training batches.
+  m  malloc tuning       aelab training in fresh subprocesses: glibc defaults vs aelab.perf.tune_malloc (what
+                         aelab-train does) vs the equivalent MALLOC_* environment variables.
+  b  data path           in-memory uint8 batches (aelab) vs torchvision's MNIST + ToTensor per-sample DataLoader,
+                         data only and end to end (plain training step), clean and with the lesson's Gaussian noise.
+  c  quality per time    experiment=ae_conv_mnist until the test BCE reaches the lesson's 0.0953 (lesson: 25 epochs).
+  d  GPU                 fp32 / bf16-mixed / torch.compile / channels_last when CUDA is present.
+  e  sweep throughput    a 4-job grid through aelab-train -m: Hydra's basic (sequential) launcher vs joblib, 2 jobs.
+
+Every number is the median of repeats; each row reports its spread. Timings on a shared machine are noisy: the load
+average at start and end is recorded with the results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import datetime as dt
+import gzip
+import json
+import logging
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+
+from aelab.build import build_corruption
+from aelab.data import to_float
+from aelab.models import Batch
+
+REPO = Path(__file__).resolve().parents[2]
+DEFAULT_OUT = REPO / "experiments" / "benchmarks" / "RESULTS.md"
+LESSON_TEST_BCE = 0.0953  # the lesson's conv AE on MNIST after 25 epochs
+LESSON_EPOCHS = 25
+SECTIONS = ("overhead", "malloc", "data", "quality", "gpu", "sweep")
+
+
+@dataclass
+class Sizes:
+    batches: int  # training batches per throughput measurement
+    warmup: int  # batches before the clock starts (allocator and caches warm up)
+    repeats: int
+    data_batches: int
+    malloc_repeats: int
+    quality_max_epochs: int
+    quality_limit_batches: float | int  # trainer.limit_train_batches for the quality run (1.0: whole epoch)
+    sweep_batches: int
+    tiny: bool = False
+
+
+FULL = Sizes(batches=150, warmup=10, repeats=5, data_batches=200, malloc_repeats=3, quality_max_epochs=10,
+             quality_limit_batches=1.0, sweep_batches=100)
+TINY = Sizes(batches=8, warmup=2, repeats=1, data_batches=4, malloc_repeats=1, quality_max_epochs=1,
+             quality_limit_batches=6, sweep_batches=3, tiny=True)
+
+
+@dataclass
+class Row:
+    id: str
+    benchmark: str
+    result: str
+    baseline: str = ""
+    ratio: str = ""
+    detail: str = ""
+
+
+@dataclass
+class Report:
+    rows: list[Row] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    raw: dict = field(default_factory=dict)
+
+    def add(self, *args, **kwargs) -> None:
+        row = Row(*args, **kwargs)
+        self.rows.append(row)
+        print(f"  {row.id:4s} {row.benchmark}: {row.result}" + (f" vs {row.baseline}" if row.baseline else "")
+              + (f" ({row.ratio})" if row.ratio else ""), flush=True)
+
+
+# --- helpers -------------------------------------------------------------------------------------------------------
+def median_spread(values: list[float]) -> tuple[float, str]:
+    med = statistics.median(values)
+    spread = f"n={len(values)}" + (f", {min(values):,.0f}-{max(values):,.0f}" if len(values) > 1 else "")
+    return med, spread
+
+
+def rate(x: float) -> str:
+    return f"{x:,.0f} img/s"
+
+
+def find_data_dir() -> Path:
+    """AELAB_DATA_DIR, else the checkout's data/, else ../shared/data beside the checkout (this project's layout)."""
+    if os.environ.get("AELAB_DATA_DIR"):
+        return Path(os.environ["AELAB_DATA_DIR"]).resolve()
+    for candidate in (REPO / "data", REPO.parent / "shared" / "data"):
+        if (candidate / "MNIST" / "raw").is_dir():
+            return candidate.resolve()
+    return REPO / "data"
+
+
+def compose(overrides: list[str], output_dir: Path):
+    """The config aelab-train would run with these overrides (Hydra's compose API, the real conf/)."""
+    from hydra import compose as hydra_compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    from aelab.config import CONFIG_DIR
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = hydra_compose(config_name="train", overrides=list(overrides), return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(output_dir)
+        cfg.hydra.job.num, cfg.hydra.job.id = 0, "bench"
+    HydraConfig.instance().set_config(cfg)  # ${hydra:runtime.output_dir} and train()'s hparams read it
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg
+
+
+def callback_target(cls) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+class _Instances:
+    """Callbacks that Hydra instantiates inside train() register here so the benchmark can read them."""
+
+    items: list = []
+
+
+class QualityProbe(L.Callback):
+    """Test BCE after every validation epoch; stops training once it reaches `target`. Its own evaluation time is
+    subtracted from the elapsed time it records."""
+
+    def __init__(self, target: float, limit: int | None = None):
+        super().__init__()
+        self.target, self.limit, self.curve, self.probe_s, self.t0 = target, limit, [], 0.0, None
+        _Instances.items.append(self)
+
+    def on_train_start(self, trainer, module):
+        self.t0 = time.perf_counter()
+
+    def on_validation_epoch_end(self, trainer, module):
+        if trainer.sanity_checking:
+            return
+        start = time.perf_counter()
+        images, _ = trainer.datamodule.all_of("test", self.limit)
+        total, count = 0.0, 0
+        was_training, generator = module.training, torch.Generator(device=module.device).manual_seed(0)
+        module.eval()
+        with torch.no_grad():
+            for chunk in images.split(1000):
+                clean = to_float(chunk.to(module.device))
+                terms = module.model.loss(Batch(input=module.corruption(clean, generator), target=clean))
+                total, count = total + float(terms.recon_loss) * len(chunk), count + len(chunk)
+        module.train(was_training)
+        self.probe_s += time.perf_counter() - start
+        bce = total / count
+        self.curve.append({"epoch": trainer.current_epoch + 1, "test_bce": bce,
+                           "train_s": time.perf_counter() - self.t0 - self.probe_s})
+        if bce <= self.target:
+            trainer.should_stop = True
+
+
+class ChannelsLast(L.Callback):
+    """GPU row: model weights in channels_last memory format (faster convolutions with tensor cores)."""
+
+    def on_fit_start(self, trainer, module):
+        module.to(memory_format=torch.channels_last)
+
+
+@contextlib.contextmanager
+def quiet(log_path: Path):
+    """Lightning's progress bar and banners go to a log file (they would flood the table); errors re-raise."""
+    with open(log_path, "a") as log, contextlib.redirect_stderr(log), contextlib.redirect_stdout(log):
+        yield
+
+
+@contextlib.contextmanager
+def restored_torch_flags():
+    """Trainer(deterministic=...) flips process-wide torch flags; the plain loop must run with torch's defaults."""
+    det, warn = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(det, warn_only=warn)
+
+
+def aelab_train(overrides: list[str], work: Path, name: str, extra_callbacks: dict | None = None,
+                warmup: int = 5) -> tuple[dict, dict]:
+    """aelab.train.train() on the composed config plus a Throughput meter; returns (throughput, metrics)."""
+    from omegaconf import open_dict
+
+    from aelab.runs import RunDir
+    from aelab.train import train
+
+    out = work / name
+    cfg = compose(overrides, out)
+    meter_file = out / "throughput.json"
+    with open_dict(cfg):
+        cfg.callbacks = cfg.get("callbacks") or {}
+        cfg.callbacks["throughput"] = {"_target_": "aelab.perf.Throughput", "warmup_batches": warmup,
+                                       "out": str(meter_file)}
+        for key, value in (extra_callbacks or {}).items():
+            cfg.callbacks[key] = value
+    with restored_torch_flags(), quiet(work / "lightning.log"):
+        metrics = train(cfg, RunDir(out))
+    return json.loads(meter_file.read_text()), metrics
+
+
+def plain_loop(cfg, n_batches: int, warmup: int, device: str = "cpu") -> float:
+    """The same model/data/batch size/optimizer as `cfg`, trained by the shortest correct PyTorch loop."""
+    torch.manual_seed(cfg.seed)
+    dm = instantiate(cfg.data)
+    dm.setup("fit")
+    images = dm.splits["train"].images
+    corruption = build_corruption(cfg.get("corruption"))
+    shape = dm.image_shape
+    model = instantiate(cfg.model, input_shape=corruption.output_shape(shape), output_shape=shape,
+                        num_classes=dm.num_classes).to(device)
+    optimizer = instantiate(cfg.optimizer)(params=model.parameters())
+    batch_size = int(cfg.data.batch_size)
+    order = torch.randperm(len(images))
+    n_batches = min(n_batches, len(order) // batch_size)
+    start, seen = None, 0
+    for i in range(n_batches):
+        x = images[order[i * batch_size:(i + 1) * batch_size]].to(device, non_blocking=True).float().div_(255)
+        loss = F.binary_cross_entropy_with_logits(model.decode(model.encode(corruption(x))), x)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if i == warmup - 1:
+            _sync(device)
+            start = time.perf_counter()
+        elif i >= warmup:
+            seen += len(x)
+    _sync(device)
+    return seen / (time.perf_counter() - start)
+
+
+def _sync(device: str) -> None:
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def train_overrides(sizes: Sizes, extra: list[str] = ()) -> list[str]:
+    """One short epoch of the lesson's experiment at default settings (logger, checkpoints, image grids, metrics);
+    validation limited to a few batches because it is outside the timed window anyway."""
+    return ["experiment=ae_conv_mnist", "trainer.max_epochs=1", f"++trainer.limit_train_batches={sizes.batches}",
+            "++trainer.limit_val_batches=2", "test=false", *extra]
+
+
+# --- rows ----------------------------------------------------------------------------------------------------------
+def bench_overhead(report: Report, sizes: Sizes, work: Path) -> None:
+    print("a: framework overhead", flush=True)
+    overrides = train_overrides(sizes)
+    aelab, plain = [], []
+    for r in range(sizes.repeats):  # alternate, so drifting machine load hits both alike
+        aelab.append(aelab_train(overrides, work, f"overhead-{r}", warmup=sizes.warmup)[0]["images_per_s"])
+        plain.append(plain_loop(compose(overrides, work / "plain"), sizes.batches, sizes.warmup))
+    a, a_spread = median_spread(aelab)
+    p, p_spread = median_spread(plain)
+    # each aelab run is compared with the plain run right after it: load that drifts between repeats cancels out
+    paired = statistics.median(x / y for x, y in zip(aelab, plain))
+    report.raw["overhead"] = {"aelab": aelab, "plain": plain, "paired_ratio": paired}
+    report.add("a", "framework overhead: training throughput (MNIST, ae_conv, batch 128)", f"aelab {rate(a)}",
+               f"plain loop {rate(p)}", f"{paired:.2f}x",
+               f"ratio = median of paired repeats; {sizes.batches - sizes.warmup} timed batches after "
+               f"{sizes.warmup} warm-up; aelab {a_spread}; plain {p_spread}; target >= 0.95")
+
+
+def bench_malloc(report: Report, sizes: Sizes, work: Path) -> None:
+    print("m: malloc tuning (fresh subprocesses)", flush=True)
+    from aelab import perf
+
+    variants = {
+        "glibc defaults": {perf.OPT_OUT_ENV: "1"},
+        "tune_malloc() (aelab-train default)": {},
+        "MALLOC_* environment variables": {"MALLOC_MMAP_THRESHOLD_": str(perf.MMAP_THRESHOLD),
+                                           "MALLOC_TRIM_THRESHOLD_": str(perf.TRIM_THRESHOLD)},
+    }
+    results: dict[str, list[float]] = {k: [] for k in variants}
+    for r in range(sizes.malloc_repeats):
+        for name, env_extra in variants.items():
+            env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != perf.OPT_OUT_ENV}
+            env.update(env_extra)
+            cmd = [sys.executable, str(Path(__file__).resolve()), "--child-malloc", str(work / f"malloc-{r}"),
+                   "--batches", str(sizes.batches), "--warmup", str(sizes.warmup), *(["--tiny"] if sizes.tiny else [])]
+            proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+            if proc.returncode != 0:
+                raise RuntimeError(f"malloc child failed:\n{proc.stderr[-3000:]}")
+            results[name].append(json.loads(proc.stdout.strip().splitlines()[-1])["images_per_s"])
+    report.raw["malloc"] = results
+    base, _ = median_spread(results["glibc defaults"])
+    tuned, t_spread = median_spread(results["tune_malloc() (aelab-train default)"])
+    env_rate, e_spread = median_spread(results["MALLOC_* environment variables"])
+    report.add("m", "malloc tuning: aelab training, fresh process each", f"tune_malloc {rate(tuned)}",
+               f"glibc defaults {rate(base)}", f"{tuned / base:.2f}x",
+               f"MALLOC_* env vars {rate(env_rate)} ({env_rate / base:.2f}x); tuned {t_spread}, env {e_spread}")
+
+
+def child_malloc(work: Path, batches: int, warmup: int) -> None:
+    """Runs in a fresh process: what aelab-train does at start-up, then a short aelab training."""
+    from aelab.perf import tune_malloc
+
+    applied = tune_malloc()
+    sizes = Sizes(batches=batches, warmup=warmup, repeats=1, data_batches=0, malloc_repeats=1,
+                  quality_max_epochs=1, quality_limit_batches=1, sweep_batches=1)
+    work.mkdir(parents=True, exist_ok=True)
+    result, _ = aelab_train(train_overrides(sizes), work, "child", warmup=warmup)
+    print(json.dumps({**result, "applied": applied}))
+
+
+def extract_mnist(data_dir: Path, scratch: Path) -> Path:
+    """torchvision.datasets.MNIST reads extracted IDX files: decompress a scratch copy (never into data_dir)."""
+    raw = scratch / "MNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    for gz in (data_dir / "MNIST" / "raw").glob("*-ubyte.gz"):
+        target = raw / gz.name[:-3]
+        if not target.exists():
+            with gzip.open(gz, "rb") as src, open(target, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+    return scratch
+
+
+def bench_data(report: Report, sizes: Sizes, work: Path, data_dir: Path) -> None:
+    print("b: data path", flush=True)
+    import torchvision
+    from torch.utils.data import DataLoader, Dataset
+    from torchvision.transforms import ToTensor
+
+    cfg = compose(["experiment=ae_conv_mnist", "corruption=gaussian_noise"], work / "data")
+    noise = build_corruption(cfg.corruption)  # the lesson's mean 0.5 / std 0.5, clipped
+    batch_size = int(cfg.data.batch_size)
+    dm = instantiate(cfg.data)
+    dm.setup("fit")
+    root = extract_mnist(data_dir, work / "torchvision-mnist")
+    tv_clean = torchvision.datasets.MNIST(str(root), train=True, transform=ToTensor(), download=False)
+
+    class NoisyPairs(Dataset):
+        """The usual denoising Dataset: (noisy, clean, label) per sample, noise drawn in __getitem__."""
+
+        def __init__(self, base):
+            self.base = base
+
+        def __len__(self):
+            return len(self.base)
+
+        def __getitem__(self, i):
+            x, y = self.base[i]
+            return (x + noise.mean + noise.std * torch.randn_like(x)).clamp(0, 1), x, y
+
+    def aelab_batches(noisy: bool):
+        generator = torch.Generator().manual_seed(0)
+        for images, _ in dm.train_dataloader():
+            clean = to_float(images)
+            yield (noise(clean, generator) if noisy else clean), clean
+
+    def torchvision_batches(noisy: bool):
+        loader = DataLoader(NoisyPairs(tv_clean) if noisy else tv_clean, batch_size=batch_size, shuffle=True,
+                            num_workers=0)
+        for item in loader:
+            yield (item[0], item[1]) if noisy else (item[0], item[0])
+
+    def measure(batches, train: bool) -> float:
+        model = optimizer = None
+        if train:
+            torch.manual_seed(0)
+            shape = dm.image_shape
+            model = instantiate(cfg.model, input_shape=shape, output_shape=shape, num_classes=dm.num_classes)
+            optimizer = instantiate(cfg.optimizer)(params=model.parameters())
+        start, seen = None, 0
+        for i, (inputs, target) in enumerate(batches):
+            if train:
+                loss = F.binary_cross_entropy_with_logits(model.decode(model.encode(inputs)), target)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+            if i == 0:
+                start = time.perf_counter()  # the first batch pays one-off costs (loader start, allocations)
+            else:
+                seen += len(target)
+            if i >= sizes.data_batches:
+                break
+        return seen / (time.perf_counter() - start)
+
+    results = {}
+    for train in (False, True):
+        for noisy in (False, True):
+            key = f"{'end to end' if train else 'data only'}, {'gaussian noise' if noisy else 'clean'}"
+            mem, tv = [], []
+            for _ in range(max(1, sizes.repeats - 2)):
+                mem.append(measure(aelab_batches(noisy), train))
+                tv.append(measure(torchvision_batches(noisy), train))
+            results[key] = {"in_memory": mem, "torchvision": tv}
+            m, m_spread = median_spread(mem)
+            t, t_spread = median_spread(tv)
+            row_id = f"b{len(results)}"
+            report.add(row_id, f"data path, {key}", f"in-memory {rate(m)}", f"torchvision per-sample {rate(t)}",
+                       f"{m / t:.1f}x", f"{sizes.data_batches} batches of {batch_size}; in-memory {m_spread}; "
+                       f"torchvision {t_spread}" + ("; plain training step on ae_conv" if train else ""))
+    report.raw["data"] = results
+
+
+def bench_quality(report: Report, sizes: Sizes, work: Path) -> None:
+    print("c: quality per time (experiment=ae_conv_mnist to the lesson's test BCE)", flush=True)
+    overrides = ["experiment=ae_conv_mnist", f"trainer.max_epochs={sizes.quality_max_epochs}",
+                 f"++trainer.limit_train_batches={sizes.quality_limit_batches}", "test=false",
+                 "trainer.enable_progress_bar=false"]
+    if sizes.quality_limit_batches != 1.0:
+        overrides.append("++trainer.limit_val_batches=2")
+    _Instances.items.clear()
+    probe_cfg = {"_target_": callback_target(QualityProbe), "target": LESSON_TEST_BCE,
+                 "limit": None if sizes.quality_limit_batches == 1.0 else 1000}  # tiny: part of the test set
+    start = time.perf_counter()
+    aelab_train(overrides, work, "quality", extra_callbacks={"quality_probe": probe_cfg})
+    total = time.perf_counter() - start
+    probe = _Instances.items[-1]
+    curve = probe.curve
+    report.raw["quality"] = {"curve": curve, "overrides": overrides, "total_s": total}
+    reached = next((c for c in curve if c["test_bce"] <= LESSON_TEST_BCE), None)
+    text = ", ".join(f"{c['epoch']}: {c['test_bce']:.4f}" for c in curve)
+    if reached:
+        result = f"test BCE {reached['test_bce']:.4f} after {reached['epoch']} epochs, {reached['train_s']:.0f} s"
+    else:
+        best = min(c["test_bce"] for c in curve) if curve else float("nan")
+        result = f"not reached in {len(curve)} epochs (best {best:.4f}, {curve[-1]['train_s']:.0f} s)" if curve \
+            else "no epoch finished"
+    report.add("c", f"quality per time: epochs to test BCE <= {LESSON_TEST_BCE}", result,
+               f"lesson: {LESSON_EPOCHS} epochs", f"{LESSON_EPOCHS / reached['epoch']:.1f}x fewer epochs" if reached
+               else "", f"test BCE by epoch: {text}; time = training + validation, without this probe"
+               + ("" if sizes.quality_limit_batches == 1.0 else f"; tiny: {sizes.quality_limit_batches} batches/epoch"))
+
+
+def bench_gpu(report: Report, sizes: Sizes, work: Path) -> None:
+    print("d: GPU", flush=True)
+    if not torch.cuda.is_available():
+        report.add("d", "GPU: fp32 / bf16-mixed / torch.compile / channels_last", "no GPU on this machine",
+                   detail="on a CUDA machine this row trains with trainer.precision=bf16-mixed, +model.compile=true "
+                          "and channels_last weights, against fp32 and the plain loop")
+        return
+    base = train_overrides(sizes, ["trainer.accelerator=gpu"])
+    channels_last = {"channels_last": {"_target_": callback_target(ChannelsLast)}}
+    variants = {"fp32": ([], None), "bf16-mixed": (["trainer.precision=bf16-mixed"], None),
+                "bf16-mixed + compile": (["trainer.precision=bf16-mixed", "+model.compile=true"], None),
+                "bf16-mixed + compile + channels_last": (["trainer.precision=bf16-mixed", "+model.compile=true"],
+                                                         channels_last)}
+    results = {}
+    for name, (extra, callbacks) in variants.items():
+        runs = [aelab_train(base + extra, work, f"gpu-{name}-{r}".replace(" ", ""), callbacks,
+                            warmup=sizes.warmup)[0]["images_per_s"] for r in range(max(1, sizes.repeats - 2))]
+        results[name] = runs
+    plain = [plain_loop(compose(base, work / "plain-gpu"), sizes.batches, sizes.warmup, device="cuda")
+             for _ in range(max(1, sizes.repeats - 2))]
+    report.raw["gpu"] = {**results, "plain fp32": plain, "device": torch.cuda.get_device_name()}
+    p, _ = median_spread(plain)
+    for i, (name, runs) in enumerate(results.items(), start=1):
+        m, spread = median_spread(runs)
+        report.add(f"d{i}", f"GPU {torch.cuda.get_device_name()}: aelab {name}", rate(m), f"plain loop fp32 {rate(p)}",
+                   f"{m / p:.2f}x", spread)
+
+
+def bench_sweep(report: Report, sizes: Sizes, work: Path) -> None:
+    print("e: sweep throughput (4-job grid)", flush=True)
+    from aelab.config import CONFIG_DIR
+
+    grid = ["optimizer.lr=1e-3,2e-3", "corruption=none,gaussian_noise"]
+    common = [*grid, "trainer.max_epochs=1", f"++trainer.limit_train_batches={sizes.sweep_batches}",
+              "++trainer.limit_val_batches=2", "test=false", "trainer.enable_progress_bar=false",
+              "trainer.enable_model_summary=false", "+callbacks.throughput._target_=aelab.perf.Throughput",
+              "+callbacks.throughput.out=${paths.output_dir}/throughput.json",
+              f"+callbacks.throughput.warmup_batches={sizes.warmup}"]
+    if sizes.tiny:
+        common.append("threads=1")  # tiny checks the code path; keep the shared machine usable
+    if (CONFIG_DIR / "hydra" / "launcher" / "parallel.yaml").exists():
+        parallel, launcher_name = ["hydra/launcher=parallel", "hydra.launcher.n_jobs=2"], "hydra/launcher=parallel"
+    else:
+        parallel, launcher_name = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], "hydra/launcher=joblib"
+    results = {}
+    for name, launcher in (("sequential", []), ("joblib", parallel)):
+        sweep_dir = work / f"sweep-{name}"
+        cmd = [sys.executable, "-m", "aelab.train", "-m", *common, *launcher, f"hydra.sweep.dir={sweep_dir}"]
+        start = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800,
+                              env={**os.environ, "AELAB_OUTPUT_DIR": str(work / "outputs")})
+        wall = time.perf_counter() - start
+        if proc.returncode != 0:
+            raise RuntimeError(f"sweep ({name}) failed:\n{proc.stderr[-3000:]}")
+        statuses = [json.loads(p.read_text()) for p in sorted(sweep_dir.glob("*/status.json"))]
+        rates = [json.loads(p.read_text())["images_per_s"] for p in sorted(sweep_dir.glob("*/throughput.json"))]
+        if [s["state"] for s in statuses].count("succeeded") != 4:
+            errors = [f"{s['state']}: {s.get('error')}" for s in statuses]
+            raise RuntimeError(f"sweep ({name}): expected 4 succeeded jobs, got {errors}")
+        results[name] = {"wall_s": wall, "job_images_per_s": rates}
+    report.raw["sweep"] = {**results, "grid": grid, "launcher": launcher_name}
+    seq, par = results["sequential"]["wall_s"], results["joblib"]["wall_s"]
+    per_job = {k: statistics.median(v["job_images_per_s"]) if v["job_images_per_s"] else float("nan")
+               for k, v in results.items()}
+    report.add("e", "sweep: 4-job grid, wall time of `aelab-train -m` (process start included)",
+               f"{launcher_name} n_jobs=2: {par:.1f} s", f"sequential (basic launcher): {seq:.1f} s",
+               f"{seq / par:.2f}x", f"grid {' '.join(grid)}, {sizes.sweep_batches} batches/job; training "
+               f"throughput per job: sequential {rate(per_job['sequential'])}, parallel {rate(per_job['joblib'])}")
+
+
+# --- environment and output ----------------------------------------------------------------------------------------
+def machine() -> dict:
+    from aelab.runs import environment
+
+    cpu = platform.processor()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem = ""
+    with contextlib.suppress(OSError, IndexError, ValueError):
+        kb = int(Path("/proc/meminfo").read_text().split("MemTotal:")[1].split()[0])
+        mem = f"{kb / 2**20:.0f} GiB"
+    env = environment()
+    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "platform": env["platform"], "cpu": cpu, "cores": os.cpu_count(), "usable_cores": affinity,
+            "memory": mem, "torch_threads": torch.get_num_threads(),
+            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else "none",
+            "libc": " ".join(platform.libc_ver()), "python": env["python"], "packages": env["packages"],
+            "git_commit": env["git_commit"], "load_average_start": list(os.getloadavg())}
+
+
+def render(report: Report, info: dict, args, wall: float) -> str:
+    cols = ("id", "benchmark", "result", "compared with", "ratio", "detail")
+    lines = ["# aelab benchmarks", "",
+             f"`python experiments/benchmarks/run.py{' --tiny' if args.tiny else ''}"
+             f"{' --only ' + args.only if args.only else ''}` on {info['date']}, {wall / 60:.1f} min in all"
+             + (" (**tiny mode: a few batches per row, the numbers mean nothing**)" if args.tiny else "") + ".", "",
+             "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in report.rows:
+        lines.append("| " + " | ".join(str(v).replace("|", "/") for v in
+                                       (r.id, r.benchmark, r.result, r.baseline, r.ratio, r.detail)) + " |")
+    pk = info["packages"]
+    lines += ["", "## Machine", "",
+              f"- CPU: {info['cpu']}, {info['cores']} logical cores ({info['usable_cores']} usable), "
+              f"{info['memory']} memory; torch threads: {info['torch_threads']}; GPU: {info['gpu']}",
+              f"- {info['platform']}, {info['libc']}, Python {info['python']}",
+              "- " + ", ".join(f"{k} {v}" for k, v in pk.items() if v),
+              f"- git: {info['git_commit']}",
+              f"- load average (1/5/15 min) at start {fmt_load(info['load_average_start'])}, "
+              f"at end {fmt_load(info['load_average_end'])}: above the core count, other processes shared the "
+              "CPU and the absolute numbers are low; ratios measured side by side are more trustworthy"]
+    if report.notes:
+        lines += ["", "## Notes", "", *[f"- {n}" for n in report.notes]]
+    lines += ["", "Raw numbers: the JSON file beside this one.", ""]
+    return "\n".join(lines)
+
+
+def fmt_load(values) -> str:
+    return "/".join(f"{v:.1f}" for v in values)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tiny", action="store_true", help="a few batches per row (checks the script, not speed)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help=f"markdown report (default: {DEFAULT_OUT.relative_to(REPO)}; with --tiny a temp file)")
+    parser.add_argument("--only", default="", help=f"comma-separated subset of {','.join(SECTIONS)}")
+    parser.add_argument("--repeats", type=int, default=None, help="override the number of repeats per row")
+    parser.add_argument("--train-batches", type=int, default=None,
+                        help="override the training batches per throughput measurement (rows a, m, d)")
+    parser.add_argument("--child-malloc", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--batches", type=int, default=FULL.batches, help=argparse.SUPPRESS)
+    parser.add_argument("--warmup", type=int, default=FULL.warmup, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.tiny:
+        torch.set_num_threads(1)  # tiny checks the code paths only; one thread wastes less of a shared machine
+
+    data_dir = find_data_dir()
+    os.environ.setdefault("AELAB_DATA_DIR", str(data_dir))
+    if args.child_malloc:
+        os.environ["AELAB_OUTPUT_DIR"] = os.environ["AELAB_CACHE_DIR"] = str(args.child_malloc)
+        child_malloc(args.child_malloc, args.batches, args.warmup)
+        return 0
+
+    from aelab.perf import tune_malloc
+
+    applied = tune_malloc()  # the in-process rows run as aelab-train would (row m measures the difference)
+    sections = [s.strip() for s in args.only.split(",") if s.strip()] or list(SECTIONS)
+    unknown = sorted(set(sections) - set(SECTIONS))
+    if unknown:
+        parser.error(f"--only: {unknown} not in {list(SECTIONS)}")
+    sizes = TINY if args.tiny else FULL
+    if args.repeats:
+        sizes = dataclasses.replace(sizes, repeats=args.repeats, malloc_repeats=args.repeats)
+    if args.train_batches:
+        sizes = dataclasses.replace(sizes, batches=args.train_batches)
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)  # banners and tips would break up the table
+
+    report, start = Report(), time.perf_counter()
+    info = machine()
+    report.notes.append(f"malloc tuning in this process: {applied or 'not applied'}")
+    with tempfile.TemporaryDirectory(prefix="aelab-bench-") as tmp:
+        work = Path(tmp)
+        os.environ["AELAB_OUTPUT_DIR"] = str(work / "outputs")
+        os.environ["AELAB_CACHE_DIR"] = str(work / "cache")
+        steps = {"overhead": lambda: bench_overhead(report, sizes, work),
+                 "malloc": lambda: bench_malloc(report, sizes, work),
+                 "data": lambda: bench_data(report, sizes, work, data_dir),
+                 "quality": lambda: bench_quality(report, sizes, work),
+                 "gpu": lambda: bench_gpu(report, sizes, work),
+                 "sweep": lambda: bench_sweep(report, sizes, work)}
+        for name in SECTIONS:
+            if name in sections:
+                t = time.perf_counter()
+                steps[name]()
+                report.notes.append(f"{name}: {time.perf_counter() - t:.0f} s")
+    wall = time.perf_counter() - start
+    info["load_average_end"] = list(os.getloadavg())
+
+    out = args.out or (Path(tempfile.gettempdir()) / "aelab-bench-tiny.md" if args.tiny else DEFAULT_OUT)
+    text = render(report, info, args, wall)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    out.with_suffix(".json").write_text(json.dumps({"machine": info, "rows": [vars(r) for r in report.rows],
+                                                    "raw": report.raw, "tiny": args.tiny, "wall_s": wall},
+                                                   indent=2, default=str) + "\n")
+    print()
+    print(text)
+    print(f"written: {out} and {out.with_suffix('.json')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
