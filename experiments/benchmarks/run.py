@@ -58,6 +58,19 @@ LESSON_EPOCHS = 25
 SECTIONS = ("overhead", "malloc", "data", "quality", "gpu", "sweep")
 
 
+class CLOCK:
+    """What the in-process rows time: wall seconds, or (--cpu-time) this process's CPU seconds with one torch thread,
+    which other processes sharing the CPU disturb far less than wall time."""
+
+    name = "wall"
+    now = staticmethod(time.perf_counter)
+
+    @classmethod
+    def use_cpu_time(cls) -> None:
+        cls.name, cls.now = "process", staticmethod(time.process_time)
+        torch.set_num_threads(1)
+
+
 @dataclass
 class Sizes:
     batches: int  # training batches per throughput measurement
@@ -162,12 +175,12 @@ class QualityProbe(L.Callback):
         _Instances.items.append(self)
 
     def on_train_start(self, trainer, module):
-        self.t0 = time.perf_counter()
+        self.t0 = CLOCK.now()
 
     def on_validation_epoch_end(self, trainer, module):
         if trainer.sanity_checking:
             return
-        start = time.perf_counter()
+        start = CLOCK.now()
         images, _ = trainer.datamodule.all_of("test", self.limit)
         total, count = 0.0, 0
         was_training, generator = module.training, torch.Generator(device=module.device).manual_seed(0)
@@ -178,10 +191,10 @@ class QualityProbe(L.Callback):
                 terms = module.model.loss(Batch(input=module.corruption(clean, generator), target=clean))
                 total, count = total + float(terms.recon_loss) * len(chunk), count + len(chunk)
         module.train(was_training)
-        self.probe_s += time.perf_counter() - start
+        self.probe_s += CLOCK.now() - start
         bce = total / count
         self.curve.append({"epoch": trainer.current_epoch + 1, "test_bce": bce,
-                           "train_s": time.perf_counter() - self.t0 - self.probe_s})
+                           "train_s": CLOCK.now() - self.t0 - self.probe_s})
         if bce <= self.target:
             trainer.should_stop = True
 
@@ -224,7 +237,7 @@ def aelab_train(overrides: list[str], work: Path, name: str, extra_callbacks: di
     with open_dict(cfg):
         cfg.callbacks = cfg.get("callbacks") or {}
         cfg.callbacks["throughput"] = {"_target_": "aelab.perf.Throughput", "warmup_batches": warmup,
-                                       "out": str(meter_file)}
+                                       "out": str(meter_file), "clock": CLOCK.name}
         for key, value in (extra_callbacks or {}).items():
             cfg.callbacks[key] = value
     with restored_torch_flags(), quiet(work / "lightning.log"):
@@ -255,11 +268,11 @@ def plain_loop(cfg, n_batches: int, warmup: int, device: str = "cpu") -> float:
         optimizer.step()
         if i == warmup - 1:
             _sync(device)
-            start = time.perf_counter()
+            start = CLOCK.now()
         elif i >= warmup:
             seen += len(x)
     _sync(device)
-    return seen / (time.perf_counter() - start)
+    return seen / (CLOCK.now() - start)
 
 
 def _sync(device: str) -> None:
@@ -309,7 +322,8 @@ def bench_malloc(report: Report, sizes: Sizes, work: Path) -> None:
             env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != perf.OPT_OUT_ENV}
             env.update(env_extra)
             cmd = [sys.executable, str(Path(__file__).resolve()), "--child-malloc", str(work / f"malloc-{r}"),
-                   "--batches", str(sizes.batches), "--warmup", str(sizes.warmup), *(["--tiny"] if sizes.tiny else [])]
+                   "--batches", str(sizes.batches), "--warmup", str(sizes.warmup), *(["--tiny"] if sizes.tiny else []),
+                   *(["--cpu-time"] if CLOCK.name == "process" else [])]
             proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
             if proc.returncode != 0:
                 raise RuntimeError(f"malloc child failed:\n{proc.stderr[-3000:]}")
@@ -401,12 +415,12 @@ def bench_data(report: Report, sizes: Sizes, work: Path, data_dir: Path) -> None
                 loss.backward()
                 optimizer.step()
             if i == 0:
-                start = time.perf_counter()  # the first batch pays one-off costs (loader start, allocations)
+                start = CLOCK.now()  # the first batch pays one-off costs (loader start, allocations)
             else:
                 seen += len(target)
             if i >= sizes.data_batches:
                 break
-        return seen / (time.perf_counter() - start)
+        return seen / (CLOCK.now() - start)
 
     results = {}
     for train in (False, True):
@@ -552,11 +566,21 @@ def machine() -> dict:
 
 def render(report: Report, info: dict, args, wall: float) -> str:
     cols = ("id", "benchmark", "result", "compared with", "ratio", "detail")
+    flags = "".join(f" {flag}" for flag, on in (("--tiny", args.tiny), ("--cpu-time", args.cpu_time)) if on)
+    clock = ("CPU seconds of the benchmarking process with one torch thread (--cpu-time)" if args.cpu_time
+             else "wall-clock seconds")
+    busy = max(info["load_average_start"][0], info["load_average_end"][0]) > 0.5 * info["usable_cores"]
     lines = ["# aelab benchmarks", "",
-             f"`python experiments/benchmarks/run.py{' --tiny' if args.tiny else ''}"
-             f"{' --only ' + args.only if args.only else ''}` on {info['date']}, {wall / 60:.1f} min in all"
-             + (" (**tiny mode: a few batches per row, the numbers mean nothing**)" if args.tiny else "") + ".", "",
-             "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+             f"`python experiments/benchmarks/run.py{flags}{' --only ' + args.only if args.only else ''}` on "
+             f"{info['date']}, {wall / 60:.1f} min in all"
+             + (" (**tiny mode: a few batches per row, the numbers mean nothing**)" if args.tiny else "") + ".",
+             f"Rows a, m, b and c time {clock}; row e times whole sweeps on the wall clock.", ""]
+    if busy and not args.cpu_time:
+        lines += [f"**The machine was busy** (load average {fmt_load(info['load_average_start'])} at start, "
+                  f"{fmt_load(info['load_average_end'])} at end, {info['usable_cores']} cores): with several "
+                  "processes sharing the cores, torch's threads wait for each other and wall-clock throughput "
+                  "collapses; rerun on an idle machine or with --cpu-time.", ""]
+    lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in report.rows:
         lines.append("| " + " | ".join(str(v).replace("|", "/") for v in
                                        (r.id, r.benchmark, r.result, r.baseline, r.ratio, r.detail)) + " |")
@@ -568,8 +592,7 @@ def render(report: Report, info: dict, args, wall: float) -> str:
               "- " + ", ".join(f"{k} {v}" for k, v in pk.items() if v),
               f"- git: {info['git_commit']}",
               f"- load average (1/5/15 min) at start {fmt_load(info['load_average_start'])}, "
-              f"at end {fmt_load(info['load_average_end'])}: above the core count, other processes shared the "
-              "CPU and the absolute numbers are low; ratios measured side by side are more trustworthy"]
+              f"at end {fmt_load(info['load_average_end'])}"]
     if report.notes:
         lines += ["", "## Notes", "", *[f"- {n}" for n in report.notes]]
     lines += ["", "Raw numbers: the JSON file beside this one.", ""]
@@ -586,6 +609,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None,
                         help=f"markdown report (default: {DEFAULT_OUT.relative_to(REPO)}; with --tiny a temp file)")
     parser.add_argument("--only", default="", help=f"comma-separated subset of {','.join(SECTIONS)}")
+    parser.add_argument("--cpu-time", action="store_true",
+                        help="time CPU seconds of this process with one torch thread (rows a, m, b, c) instead of wall "
+                             "seconds: for a machine that other processes share")
     parser.add_argument("--repeats", type=int, default=None, help="override the number of repeats per row")
     parser.add_argument("--train-batches", type=int, default=None,
                         help="override the training batches per throughput measurement (rows a, m, d)")
@@ -593,6 +619,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batches", type=int, default=FULL.batches, help=argparse.SUPPRESS)
     parser.add_argument("--warmup", type=int, default=FULL.warmup, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.cpu_time:
+        CLOCK.use_cpu_time()
     if args.tiny:
         torch.set_num_threads(1)  # tiny checks the code paths only; one thread wastes less of a shared machine
 

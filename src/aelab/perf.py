@@ -21,6 +21,8 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import ProgressBar, TQDMProgressBar
 
+from aelab.errors import check
+
 OPT_OUT_ENV = "AELAB_NO_MALLOC_TUNING"
 
 # mallopt parameter numbers from glibc's <malloc.h>
@@ -79,10 +81,13 @@ class Throughput(L.Callback):
     """Lightning callback measuring training images/s: from the end of batch `warmup_batches - 1` to the end of the
     epoch's last training batch (data loading, step, logging and metrics included; validation excluded), summed over
     epochs. `result()` gives {"images", "seconds", "images_per_s"}; with `out`, it is also written there as JSON
-    (for runs in another process: sweeps, benchmarks)."""
+    (for runs in another process: sweeps, benchmarks). clock="process" counts this process's CPU seconds instead of
+    wall seconds: with one torch thread, that stays meaningful on a machine other processes share."""
 
-    def __init__(self, warmup_batches: int = 5, out: str | None = None):
+    def __init__(self, warmup_batches: int = 5, out: str | None = None, clock: str = "wall"):
+        check(clock in ("wall", "process"), f"Throughput clock={clock!r} is not one of ['wall', 'process']")
         self.warmup_batches, self.out = max(1, int(warmup_batches)), out
+        self._clock = time.perf_counter if clock == "wall" else time.process_time
         self.images, self.seconds = 0, 0.0
         self._start: float | None = None
 
@@ -92,13 +97,13 @@ class Throughput(L.Callback):
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
         if batch_idx == self.warmup_batches - 1:
             _sync(module.device)
-            self._start, self._n = time.perf_counter(), 0
+            self._start, self._n = self._clock(), 0
         elif self._start is not None:
             self._n += len(batch[-1])  # raw batches are (images, labels)
             if batch_idx == trainer.num_training_batches - 1:
                 _sync(module.device)
                 self.images += self._n
-                self.seconds += time.perf_counter() - self._start
+                self.seconds += self._clock() - self._start
                 self._start = None
 
     def result(self) -> dict:
