@@ -46,6 +46,8 @@ def test_tiny_benchmark_in_process_rows(tmp_path):
     rows = table_rows(text)
     assert set(rows) == {"a", "b1", "b2", "b3", "b4", "c", "d"}
     assert "tiny mode" in text and "## Machine" in text and "torch 2." in text and "CPU:" in text
+    others = data["machine"]["other_processes_cores"]  # CPU that other processes took while it ran
+    assert 0 <= others <= data["machine"]["cores"] and f"other processes used {others:.2f} cores" in text
     raw = data["raw"]
     assert len(raw["overhead"]["aelab"]) == len(raw["overhead"]["plain"]) == 1
     assert all(v > 0 for v in raw["overhead"]["aelab"] + raw["overhead"]["plain"])

@@ -541,6 +541,19 @@ def bench_sweep(report: Report, sizes: Sizes, work: Path) -> None:
 
 
 # --- environment and output ----------------------------------------------------------------------------------------
+def cpu_seconds() -> tuple[float, float] | None:
+    """(CPU seconds all processes have used since boot, CPU seconds of this process and its waited-for children).
+    Their difference over the run is what other processes took: unlike the load average, which lags by minutes and
+    counts our own threads, it says whether anything else competed for the cores."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return None
+    busy = sum(fields) - fields[3] - (fields[4] if len(fields) > 4 else 0)  # all but idle and iowait
+    own = os.times()
+    return busy / os.sysconf("SC_CLK_TCK"), own.user + own.system + own.children_user + own.children_system
+
+
 def machine() -> dict:
     from aelab.runs import environment
 
@@ -561,7 +574,7 @@ def machine() -> dict:
             "memory": mem, "torch_threads": torch.get_num_threads(),
             "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else "none",
             "libc": " ".join(platform.libc_ver()), "python": env["python"], "packages": env["packages"],
-            "git_commit": env["git_commit"], "load_average_start": list(os.getloadavg())}
+            "git_commit": env["git_commit"], "load_average_start": list(os.getloadavg()), "cpu_start": cpu_seconds()}
 
 
 def render(report: Report, info: dict, args, wall: float) -> str:
@@ -569,17 +582,17 @@ def render(report: Report, info: dict, args, wall: float) -> str:
     flags = "".join(f" {flag}" for flag, on in (("--tiny", args.tiny), ("--cpu-time", args.cpu_time)) if on)
     clock = ("CPU seconds of the benchmarking process with one torch thread (--cpu-time)" if args.cpu_time
              else "wall-clock seconds")
-    busy = max(info["load_average_start"][0], info["load_average_end"][0]) > 0.5 * info["usable_cores"]
+    others = info.get("other_processes_cores")
+    busy = others is not None and others > 0.2
     lines = ["# aelab benchmarks", "",
              f"`python experiments/benchmarks/run.py{flags}{' --only ' + args.only if args.only else ''}` on "
              f"{info['date']}, {wall / 60:.1f} min in all"
              + (" (**tiny mode: a few batches per row, the numbers mean nothing**)" if args.tiny else "") + ".",
              f"Rows a, m, b and c time {clock}; row e times whole sweeps on the wall clock.", ""]
     if busy and not args.cpu_time:
-        lines += [f"**The machine was busy** (load average {fmt_load(info['load_average_start'])} at start, "
-                  f"{fmt_load(info['load_average_end'])} at end, {info['usable_cores']} cores): with several "
-                  "processes sharing the cores, torch's threads wait for each other and wall-clock throughput "
-                  "collapses; rerun on an idle machine or with --cpu-time.", ""]
+        lines += [f"**The machine was busy**: other processes used {others:.2f} of its {info['usable_cores']} cores "
+                  "on average during this run. With several processes sharing the cores, torch's threads wait for "
+                  "each other and wall-clock throughput collapses; rerun on an idle machine or with --cpu-time.", ""]
     lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in report.rows:
         lines.append("| " + " | ".join(str(v).replace("|", "/") for v in
@@ -592,7 +605,9 @@ def render(report: Report, info: dict, args, wall: float) -> str:
               "- " + ", ".join(f"{k} {v}" for k, v in pk.items() if v),
               f"- git: {info['git_commit']}",
               f"- load average (1/5/15 min) at start {fmt_load(info['load_average_start'])}, "
-              f"at end {fmt_load(info['load_average_end'])}"]
+              f"at end {fmt_load(info['load_average_end'])}; other processes used "
+              + ("an unknown share of the CPU" if others is None else f"{others:.2f} cores on average") +
+              " during the run"]
     if report.notes:
         lines += ["", "## Notes", "", *[f"- {n}" for n in report.notes]]
     lines += ["", "Raw numbers: the JSON file beside this one.", ""]
@@ -666,6 +681,8 @@ def main(argv: list[str] | None = None) -> int:
                 report.notes.append(f"{name}: {time.perf_counter() - t:.0f} s")
     wall = time.perf_counter() - start
     info["load_average_end"] = list(os.getloadavg())
+    if info["cpu_start"] and (end := cpu_seconds()):
+        info["other_processes_cores"] = max(0.0, (end[0] - info["cpu_start"][0]) - (end[1] - info["cpu_start"][1])) / wall
 
     out = args.out or (Path(tempfile.gettempdir()) / "aelab-bench-tiny.md" if args.tiny else DEFAULT_OUT)
     text = render(report, info, args, wall)
