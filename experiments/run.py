@@ -34,15 +34,18 @@ REPO = Path(__file__).resolve().parents[1]
 # In this order: cheap, lesson-order presets first.
 PRESETS = ["ae_conv_mnist", "ae_latent2_mnist", "latent_noise", "denoise_mnist", "denoise_fashion", "superres_mnist",
            "superres_flowers", "vae_dense_2d", "vae_conv", "aae", "beta_vae", "cvae", "vae_binarized"]
-# Super-resolution variants of superres_mnist (x2 area is the preset itself).
-SUPERRES = {("x2", "area"): "superres_mnist",
-            ("x4", "area"): "superres_mnist_x4_area",
-            ("x2", "bilinear"): "superres_mnist_x2_bilinear",
-            ("x4", "bilinear"): "superres_mnist_x4_bilinear"}
-VARIANT_OVERRIDES = {"superres_mnist_x4_area": ["corruption.downsample.factor=4"],
-                     "superres_mnist_x2_bilinear": ["corruption.downsample.mode=bilinear"],
-                     "superres_mnist_x4_bilinear": ["corruption.downsample.factor=4",
-                                                    "corruption.downsample.mode=bilinear"]}
+# Super-resolution variants, run right after their preset: (data, factor, downsampling) -> job name.
+SUPERRES = {("mnist", "x2", "area"): "superres_mnist",
+            ("mnist", "x4", "area"): "superres_mnist_x4_area",
+            ("mnist", "x2", "bilinear"): "superres_mnist_x2_bilinear",
+            ("mnist", "x4", "bilinear"): "superres_mnist_x4_bilinear",
+            ("flowers", "x2", "area"): "superres_flowers",
+            ("flowers", "x4", "area"): "superres_flowers_x4_area"}
+VARIANTS = {"superres_mnist_x4_area": ("superres_mnist", ["corruption.downsample.factor=4"]),
+            "superres_mnist_x2_bilinear": ("superres_mnist", ["corruption.downsample.mode=bilinear"]),
+            "superres_mnist_x4_bilinear": ("superres_mnist", ["corruption.downsample.factor=4",
+                                                              "corruption.downsample.mode=bilinear"]),
+            "superres_flowers_x4_area": ("superres_flowers", ["corruption.downsample.factor=4"])}
 # Transfer matrix: denoisers trained on one dataset, each evaluated on both.
 TRANSFER = {"mnist": "denoise_mnist", "fashion_mnist": "denoise_fashion"}
 TINY = ["trainer=debug", "trainer.max_epochs=1"]
@@ -78,8 +81,7 @@ def cli(app: str) -> str:
 def train_jobs(only: set[str] | None) -> list[Job]:
     jobs = []
     for preset in PRESETS:
-        variants = [(preset, [])] + ([(v, VARIANT_OVERRIDES[v]) for v in VARIANT_OVERRIDES]
-                                     if preset == "superres_mnist" else [])
+        variants = [(preset, [])] + [(v, overrides) for v, (base, overrides) in VARIANTS.items() if base == preset]
         for name, overrides in variants:
             if only is None or name in only or preset in only:
                 jobs.append(Job(name, "aelab-train", [f"experiment={preset}", *overrides], preset=preset))
@@ -271,17 +273,17 @@ def results_markdown(jobs: list[Job], transfer: list[Job], tiny: bool, started: 
     else:
         out.append("Not run (needs denoise_mnist and/or denoise_fashion).")
 
-    out += ["", "## Super-resolution variants (MNIST, test PSNR in dB)", ""]
+    out += ["", "## Super-resolution variants (test PSNR in dB)", ""]
     by_name = {j.name: j for j in jobs}
     rows = [(key, by_name[name]) for key, name in SUPERRES.items() if name in by_name]
     if rows:
-        out += ["| factor | downsampling | model | bicubic | nearest (identity) | model − bicubic | run |",
-                "|---|---|---|---|---|---|---|"]
-        for (factor, mode), j in rows:
+        out += ["| data | factor | downsampling | model | bicubic | nearest (identity) | model − bicubic | run |",
+                "|---|---|---|---|---|---|---|---|"]
+        for (data, factor, mode), j in rows:
             m = j.metrics
             psnr, bic = m.get("test/psnr"), m.get("test/psnr_baseline_bicubic")
             gain = psnr - bic if psnr is not None and bic is not None else None
-            out.append(f"| {factor} | {mode} | {fmt(psnr)} | {fmt(bic)} | "
+            out.append(f"| {data} | {factor} | {mode} | {fmt(psnr)} | {fmt(bic)} | "
                        f"{fmt(m.get('test/psnr_baseline_identity'))} | {fmt(gain)} | {j.name} ({j.state}) |")
     else:
         out.append("Not run (needs superres_mnist).")
@@ -295,7 +297,7 @@ def results_markdown(jobs: list[Job], transfer: list[Job], tiny: bool, started: 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    names = PRESETS + list(VARIANT_OVERRIDES)
+    names = PRESETS + list(VARIANTS)
     parser.add_argument("--only", nargs="+", metavar="NAME", help=f"run only these ({', '.join(names)})")
     parser.add_argument("--tiny", action="store_true", help="trainer=debug, 1 epoch, into a temp dir")
     parser.add_argument("--out", type=Path, help="RESULTS file (default: experiments/RESULTS.md; --tiny: in the "

@@ -78,6 +78,19 @@ def test_preset_trains_a_few_real_batches(name, run_train):
     assert {t for t in acc.Tags()["images"] if t.startswith("figures/")} == tags
 
 
+def test_runner_jobs_follow_their_preset_with_the_variant_overrides():
+    runner = load_runner()
+    jobs = runner.train_jobs(None)
+    names = [j.name for j in jobs]
+    assert names.index("superres_flowers_x4_area") == names.index("superres_flowers") + 1
+    x4 = jobs[names.index("superres_flowers_x4_area")]
+    assert x4.args == ["experiment=superres_flowers", "corruption.downsample.factor=4"]
+    assert set(runner.SUPERRES.values()) <= set(names)  # every super-resolution table row has a job
+    only = [j.name for j in runner.train_jobs({"superres_mnist"})]  # a preset brings its variants along
+    assert only == ["superres_mnist", "superres_mnist_x4_area", "superres_mnist_x2_bilinear",
+                    "superres_mnist_x4_bilinear"]
+
+
 def test_runner_tiny_writes_results_from_metrics_json(tmp_path):
     out, runs = tmp_path / "RESULTS.md", tmp_path / "runs"
     proc = subprocess.run([sys.executable, str(RUNNER), "--tiny", "--only", "ae_conv_mnist", "--out", str(out),
