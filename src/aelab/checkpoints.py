@@ -34,8 +34,7 @@ def model_name(model_cfg: dict) -> str:
 def check_compatible(ckpt: dict, path: str | Path, model_cfg: dict, input_shape, output_shape) -> None:
     """Refuse a checkpoint whose model or data shapes differ from what this run builds, naming both."""
     info = ckpt["aelab"]
-    theirs = {k: v for k, v in info["model"].items()}
-    ours = {k: v for k, v in model_cfg.items()}
+    theirs, ours = dict(info["model"]), dict(model_cfg)
     if theirs != ours:
         diff = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
         raise CheckpointError(

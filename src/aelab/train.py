@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -18,8 +20,6 @@ def resume_config(cfg: DictConfig) -> DictConfig:
     """`resume=DIR`: the run's recorded config, continued from DIR/checkpoints/last.ckpt (an epoch end, so the
     resumed run replays what an uninterrupted one does). Hydra already put this run in DIR (conf/hydra)."""
     run_dir = cfg.resume
-    from pathlib import Path
-
     recorded, last = Path(run_dir) / "config.yaml", Path(run_dir) / "checkpoints" / "last.ckpt"
     if not recorded.is_file():
         raise ConfigError(f"resume={run_dir}: not a run directory (no config.yaml)")
