@@ -1,6 +1,6 @@
 """Run the experiment presets through the real CLI and write experiments/RESULTS.md.
 
-    python experiments/run.py                       # every preset, full data and epochs (about an hour on 2 cores)
+    python experiments/run.py                       # every preset, full data and epochs (about 35 min on 2 cores)
     python experiments/run.py --only denoise_mnist denoise_fashion
     python experiments/run.py --tiny --out /tmp/RESULTS.md   # trainer=debug, 1 epoch, runs in a temp dir
     python experiments/run.py --runs-dir outputs/experiments/<time>   # continue an interrupted run.py: jobs that
@@ -168,7 +168,9 @@ def fmt(value, digits: int = 2) -> str:
 
 
 def short_command(job: Job) -> str:
-    return shlex.join([a for a in job.command if not a.startswith("hydra.run.dir=")])
+    """The command without its run directory, paths inside the checkout relative to it (as a reader would type)."""
+    args = [a.replace(f"{REPO}/", "") for a in job.command if not a.startswith("hydra.run.dir=")]
+    return shlex.join(args)
 
 
 def machine() -> list[str]:
