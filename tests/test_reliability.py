@@ -93,6 +93,29 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(run_train, tm
     assert not (run / "metrics.json").exists()
 
 
+def test_deferred_nan_check_names_the_first_bad_step_and_blocks_checkpoints():
+    # the GPU mode of FiniteLoss (losses read every check_every steps), driven on the CPU with a stand-in trainer
+    from types import SimpleNamespace
+
+    from aelab.callbacks.guards import FiniteLoss, TrainingDiverged
+
+    def feed(guard, losses):
+        for step, loss in enumerate(losses, start=1):
+            trainer.global_step = step
+            guard.on_train_batch_end(trainer, None, {"loss": torch.tensor(loss)}, None, step - 1)
+
+    trainer = SimpleNamespace(global_step=0, current_epoch=2, checkpoint_callback=None)
+    guard = FiniteLoss(check_every=4)
+    feed(guard, [1.0, float("nan"), 2.0])  # bad at step 2, not read yet: nothing raised
+    with pytest.raises(TrainingDiverged, match=r"train/loss is nan at epoch 2, step 2;"):
+        guard.on_save_checkpoint(trainer, None, {})  # no checkpoint of diverged weights
+    with pytest.raises(TrainingDiverged, match=r"train/loss is nan at epoch 2, step 2;"):
+        feed(FiniteLoss(check_every=4), [1.0, float("nan"), 2.0, float("inf")])  # the 4th step reads; first wins
+    healthy = FiniteLoss(check_every=4)
+    feed(healthy, [0.5] * 9)
+    healthy.on_train_epoch_end(trainer, None)  # nothing raised
+
+
 def test_resume_of_a_directory_without_checkpoint_is_refused(tmp_path):
     (tmp_path / "empty").mkdir()
     done = subprocess.run([str(BIN / "aelab-train"), f"resume={tmp_path / 'empty'}"], env=env(tmp_path),
