@@ -46,7 +46,7 @@ class FiniteLoss(L.Callback):
             return
         steps, losses = zip(*self._pending)
         self._pending = []
-        values = torch.stack([x.float().sum() for x in losses]).tolist()
+        values = torch.stack(losses).float().tolist()  # training losses are scalars: one kernel, one copy
         bad = next(((s, v) for s, v in zip(steps, values) if not math.isfinite(v)), None)
         if bad is not None:
             ckpt = trainer.checkpoint_callback
@@ -58,10 +58,7 @@ class FiniteLoss(L.Callback):
     def on_train_epoch_end(self, trainer, module):
         self.check(trainer)
 
-    def on_validation_start(self, trainer, module):  # validation ends in checkpoints: never of diverged weights
-        self.check(trainer)
-
-    def on_save_checkpoint(self, trainer, module, checkpoint):
+    def on_save_checkpoint(self, trainer, module, checkpoint):  # never a checkpoint of diverged weights
         self.check(trainer)
 
 
