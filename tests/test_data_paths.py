@@ -9,6 +9,7 @@ from lightning.fabric.utilities.data import _set_sampler_epoch
 
 from aelab.corruptions import GaussianNoise, Mask
 from aelab.data import FlowersDataModule, MNISTDataModule
+from aelab.errors import ConfigError
 from aelab.models import ConvAutoencoder
 from aelab.module import AutoencoderModule
 
@@ -89,3 +90,48 @@ def test_flowers_both_paths_yield_identical_batches(data_dir, cache_dir):
     for epoch in (0, 1):
         assert_same_batches(batches(fast, "train", epoch, limit=2), batches(slow, "train", epoch, limit=2))
     assert_same_batches(batches(fast, "test", 0, limit=2), batches(slow, "test", 0, limit=2))
+
+
+def test_device_resident_path_yields_identical_batches(mnist_paths):
+    """on_device: splits copied to the device once, index batches drawn there. On the CPU the copy is the same
+    memory, but the path (device sampler, index_select, no workers, no pinning) is the one a GPU run takes."""
+    fast, _ = mnist_paths
+    cpu = torch.device("cpu")
+    for split, epochs in (("train", (0, 1)), ("val", (0,)), ("test", (0,))):
+        loader = fast.dataloader(split, device=cpu)
+        assert loader.num_workers == 0 and not loader.pin_memory and loader.sampler.device == cpu
+        assert len(loader) == len(fast.dataloader(split))
+        for epoch in epochs:
+            _set_sampler_epoch(loader, epoch)
+            resident = [b for _, b in zip(range(4), loader)]
+            assert_same_batches(resident, batches(fast, split, epoch, limit=4))
+    assert set(fast.device_splits) == {"train", "val", "test"}
+
+
+class FakeTrainer:
+    global_rank, world_size = 0, 1
+
+    def __init__(self, device: str):
+        self.strategy = type("Strategy", (), {"root_device": torch.device(device)})()
+
+
+@pytest.mark.parametrize("on_device, device, free, expected", [
+    ("auto", "cpu", None, None),                   # CPU training: the splits are already there
+    ("auto", "cuda:0", 10 * 2**30, "cuda:0"),      # MNIST's 55 MB fits a GPU with free memory
+    ("auto", "cuda:0", 100 * 2**20, None),         # ... but not in a quarter of 100 MB
+    (True, "cuda:0", None, "cuda:0"),              # forced: memory is not checked
+    (False, "cuda:0", 10 * 2**30, None),           # never
+], ids=["cpu", "auto-fits", "auto-too-big", "true", "false"])
+def test_on_device_choice(mnist_paths, monkeypatch, on_device, device, free, expected):
+    fast, slow = mnist_paths
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda d=None: (free, 80 * 2**30))
+    monkeypatch.setattr(fast, "on_device", on_device)
+    monkeypatch.setattr(fast, "trainer", FakeTrainer(device), raising=False)
+    assert fast.batch_device() == (torch.device(expected) if expected else None)
+    monkeypatch.setattr(slow, "trainer", FakeTrainer(device), raising=False)
+    assert slow.batch_device() is None  # per-sample path (in_memory=false): nothing to copy
+
+
+def test_on_device_rejects_other_values(data_dir):
+    with pytest.raises(ConfigError, match=r"data.on_device must be auto, true or false, got 'gpu'"):
+        MNISTDataModule(str(data_dir), on_device="gpu")

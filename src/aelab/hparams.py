@@ -7,7 +7,7 @@ from torch.utils.tensorboard.summary import hparams
 
 METRICS = ("test/loss", "test/recon_loss", "test/kl_loss", "test/psnr", "test/ssim", "val/loss", "val/psnr")
 SECTIONS = ("data", "corruption", "model", "optimizer")
-SKIP = ("_target_", "_partial_", "data_dir", "cache_dir", "num_workers", "pin_memory", "download")
+SKIP = ("_target_", "_partial_", "data_dir", "cache_dir", "num_workers", "pin_memory", "on_device", "download")
 
 
 def flatten(cfg, prefix: str = "") -> dict:

@@ -61,7 +61,7 @@ class BinarizedMNISTDataModule(MNISTDataModule):
                 gen = torch.Generator().manual_seed(self.eval_seed * 1_000_003 + offset)
                 self.splits[split] = Split(binarize(s.images, gen), s.labels)
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> DataLoader:  # binarized on the CPU (its seeded draws): on_device serves val/test
         trainer = getattr(self, "trainer", None)
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         sampler = SeededBatchSampler(self.split_size("train"), self.batch_size, True, self.seed,
