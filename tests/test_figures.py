@@ -95,3 +95,25 @@ def test_conditional_vae_gets_one_row_per_class(run_train):
     assert len(tags["figures/latent_scatter"]) == 1  # every_n_epochs=0: only at the end of testing
     assert "figures/interpolation" not in tags and "figures/latent_grid" not in tags
     assert decoded(tags["figures/class_samples"][-1]).shape[0] > 10 * 28  # ten rows of 28-px digits
+
+
+def test_figures_that_cannot_apply_are_not_handed_to_the_trainer(tmp_path):
+    """Lightning calls every callback at every training step's hooks: figures that would skip themselves for the
+    whole run are left out when the callbacks are built."""
+    from aelab.build import build_callbacks
+    from aelab.models import ConvAutoencoder, DenseVAE
+    from conftest import compose_cfg
+
+    callbacks = compose_cfg(output_dir=tmp_path).callbacks
+
+    def figure_names(model) -> set[str]:
+        return {type(c).__name__ for c in build_callbacks(callbacks, model) if isinstance(c, figures.FigureCallback)}
+
+    everything = figure_names(None)
+    assert len(everything) == 7
+    assert figure_names(ConvAutoencoder((1, 28, 28), (1, 28, 28))) == {"LatentScatter", "LatentNoise"}
+    assert figure_names(ConvAutoencoder((1, 14, 14), (1, 28, 28))) == {"LatentScatter", "LatentNoise", "NoiseInput"}
+    assert figure_names(DenseVAE((1, 28, 28), (1, 28, 28), latent_dim=2)) == \
+        {"LatentScatter", "LatentNoise", "LatentGrid", "PriorSamples", "LatentInterpolation"}
+    assert all(type(c).__name__ in ("ReconstructionGrid", "Baselines", "ModelCheckpoint") or
+               isinstance(c, figures.FigureCallback) for c in build_callbacks(callbacks, None))

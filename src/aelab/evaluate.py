@@ -43,7 +43,7 @@ def evaluate(cfg: DictConfig, run) -> dict[str, float]:
         module.load_state_dict(ckpt["state_dict"])
     except RuntimeError as e:
         raise CheckpointError(f"ckpt_path={cfg.ckpt_path}: weights do not fit the model ({str(e).splitlines()[0]})") from None
-    trainer = build_trainer(cfg, build_callbacks(cfg.get("callbacks")))
+    trainer = build_trainer(cfg, build_callbacks(cfg.get("callbacks"), parts.model))
     trainer.test(module, datamodule=parts.datamodule)
     OmegaConf.save(cfg, run.path / "config.yaml", resolve=True)  # with the checkpoint's choices filled in
     return {**collect_metrics(trainer, prefixes=("test/",)), "ckpt_path": str(cfg.ckpt_path)}

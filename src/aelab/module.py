@@ -121,8 +121,9 @@ class AutoencoderModule(L.LightningModule):
         return bool(getattr(getattr(trainer, "_logger_connector", None), "should_update_logs", True))
 
     def _step(self, raw, batch_idx: int, stage: str) -> dict:
-        """Returns {"loss", "batch", "terms"}: callbacks read the corrupted batch and the output from
-        `on_{stage}_batch_end(outputs=...)` (baselines, figures) without recomputing them."""
+        """Returns {"loss"} for training, {"loss", "batch", "terms"} for validation and test: callbacks read the
+        corrupted batch and the output from `on_{val,test}_batch_end(outputs=...)` (baselines) without recomputing
+        them."""
         if stage == "train":
             self._seed_train_step(batch_idx)
         batch = self.make_batch(raw, stage)
@@ -143,6 +144,8 @@ class AutoencoderModule(L.LightningModule):
             metrics.update(terms.output.detach().float().clamp(0, 1), batch.target)
             self.log_dict({f"{stage}/{k}": m for k, m in metrics.items()}, on_step=False, on_epoch=True,
                           batch_size=n)
+        if stage == "train":  # nothing reads more of a training step, and Lightning detaches every tensor returned
+            return {"loss": terms.loss}
         return {"loss": terms.loss, "batch": batch, "terms": terms}
 
     def _adversarial_update(self, batch: Batch):

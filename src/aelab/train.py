@@ -55,7 +55,7 @@ def train(cfg: DictConfig, run) -> dict[str, float]:
         check_compatible(load_checkpoint(cfg.ckpt_path), cfg.ckpt_path, module.run_info["model"],
                          parts.model.input_shape, parts.model.output_shape)
     guards = [FiniteLoss(), SaveOnInterrupt(run.path / "checkpoints")]
-    trainer = build_trainer(cfg, build_callbacks(cfg.get("callbacks")) + guards)
+    trainer = build_trainer(cfg, build_callbacks(cfg.get("callbacks"), parts.model) + guards)
     if trainer.logger is not None and not cfg.get("resume"):
         write_hparams(trainer.logger.experiment, hparam_dict(cfg, HydraConfig.get().runtime.choices))
 
