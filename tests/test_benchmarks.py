@@ -21,10 +21,10 @@ SCRIPT = REPO_ROOT / "experiments" / "benchmarks" / "run.py"
 glibc = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
 
 
-def run_benchmark(tmp_path, only: str) -> tuple[str, dict]:
+def run_benchmark(tmp_path, only: str, *extra: str) -> tuple[str, dict]:
     out = tmp_path / "bench.md"
     env = {**os.environ, "AELAB_DATA_DIR": str(DATA_DIR)}
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--tiny", "--only", only, "--out", str(out)], env=env,
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--tiny", "--only", only, "--out", str(out), *extra], env=env,
                           capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     text = out.read_text()
@@ -55,6 +55,22 @@ def test_tiny_benchmark_in_process_rows(tmp_path):
     curve = raw["quality"]["curve"]
     assert [c["epoch"] for c in curve] == [1] and 0 < curve[0]["test_bce"] < 1  # BCE of a barely trained model
     assert "no GPU on this machine" in rows["d"][2] or "GPU" in rows["d1"][1]
+
+
+def test_tiny_gpu_row_code_path_on_the_cpu(tmp_path):
+    """Row d times whole epochs per GPU option; on a machine without one, its code runs on the CPU (no compile)."""
+    text, data = run_benchmark(tmp_path, "gpu", "--gpu-device", "cpu")
+    rows = table_rows(text)
+    gpu = data["raw"]["gpu"]
+    assert set(rows) == {f"d{i}" for i in range(1, len(gpu["variants"]) + 1)} and len(rows) >= 5
+    assert "fp32, data.on_device=false (batches copied from pinned memory)" in gpu["variants"]
+    for name, runs in gpu["variants"].items():
+        for run in runs:
+            assert len(run["epoch_s"]) == 2 and all(s > 0 for s in run["epoch_s"])  # two epochs, the second reported
+            batch = 512 if "batch 512" in name else 128
+            assert run["images"] == [8 * batch, 8 * batch]  # --tiny: 8 batches per epoch
+    assert set(gpu["plain epoch_s by batch size"]) == {"default", "512"}
+    assert all("s/epoch" in row[2] and "target <= 1 s" in row[5] for row in rows.values())
 
 
 @pytest.mark.slow  # fresh subprocesses and two 4-job sweeps: a minute or more

@@ -15,9 +15,11 @@ Rows (ids as in RESULTS.md):
   b  data path           in-memory uint8 batches (aelab) vs torchvision's MNIST + ToTensor per-sample DataLoader,
                          data only and end to end (plain training step), clean and with the lesson's Gaussian noise.
   c  quality per time    experiment=ae_conv_mnist until the test BCE reaches the lesson's 0.0953 (lesson: 25 epochs).
-  d  GPU                 fp32 / bf16-mixed / torch.compile / channels_last / deterministic off / a per-step
-                         loss read, when CUDA is present (python experiments/benchmarks/run.py --only gpu
-                         --out experiments/benchmarks/RESULTS-gpu.md).
+  d  GPU                 seconds per MNIST training epoch of ae_conv_mnist with the data kept on the device
+                         (data.on_device), per option: fp32 / batches copied from pinned memory / a per-step loss
+                         read / deterministic off / bf16-mixed / torch.compile / channels_last / batch 512, against
+                         the plain loop with its data on the device too; target <= 1 s. When CUDA is present:
+                         python experiments/benchmarks/run.py --only gpu --out experiments/benchmarks/RESULTS-gpu.md
   e  sweep throughput    a 4-job grid through aelab-train -m: Hydra's basic (sequential) launcher vs joblib, 2 jobs.
 
 Every number is the median of repeats; each row reports its spread. Timings on a shared machine are noisy: the load
@@ -30,6 +32,7 @@ import argparse
 import contextlib
 import dataclasses
 import datetime as dt
+import gc
 import gzip
 import json
 import logging
@@ -86,7 +89,7 @@ class Sizes:
     tiny: bool = False
 
 
-FULL = Sizes(batches=150, warmup=10, repeats=5, data_batches=200, malloc_repeats=3, quality_max_epochs=10,
+FULL = Sizes(batches=150, warmup=10, repeats=6, data_batches=200, malloc_repeats=3, quality_max_epochs=10,
              quality_limit_batches=1.0, sweep_batches=100)
 TINY = Sizes(batches=8, warmup=2, repeats=1, data_batches=4, malloc_repeats=1, quality_max_epochs=1,
              quality_limit_batches=6, sweep_batches=3, tiny=True)
@@ -302,12 +305,23 @@ def bench_overhead(report: Report, sizes: Sizes, work: Path) -> None:
     print("a: framework overhead", flush=True)
     overrides = train_overrides(sizes)
     aelab, plain = [], []
-    for r in range(sizes.repeats):  # alternate, so drifting machine load hits both alike
+
+    def run_aelab(r: int) -> None:
+        gc.collect()  # garbage left by the previous run is collected now, not inside the next timed window
         aelab.append(aelab_train(overrides, work, f"overhead-{r}", warmup=sizes.warmup)[0]["images_per_s"])
+
+    def run_plain(r: int) -> None:
+        gc.collect()
         plain.append(plain_loop(compose(overrides, work / "plain"), sizes.batches, sizes.warmup))
+
+    for r in range(sizes.repeats):
+        # pairs in alternating order (aelab first, then plain first): whichever runs second in a pair inherits the
+        # first one's caches and heap, and that favoured one side by a few percent when the order was fixed
+        for run in ((run_aelab, run_plain) if r % 2 == 0 else (run_plain, run_aelab)):
+            run(r)
     a, a_spread = median_spread(aelab)
     p, p_spread = median_spread(plain)
-    # each aelab run is compared with the plain run right after it: load that drifts between repeats cancels out
+    # each aelab run is compared with the plain run of its pair: load that drifts between repeats cancels out
     pairs = [x / y for x, y in zip(aelab, plain)]
     paired = statistics.median(pairs)
     report.raw["overhead"] = {"aelab": aelab, "plain": plain, "paired_ratio": paired}
@@ -482,38 +496,122 @@ def bench_quality(report: Report, sizes: Sizes, work: Path) -> None:
                + ("" if sizes.quality_limit_batches == 1.0 else f"; tiny: {sizes.quality_limit_batches} batches/epoch"))
 
 
-def bench_gpu(report: Report, sizes: Sizes, work: Path) -> None:
+def gpu_overrides(sizes: Sizes, device: torch.device) -> list[str]:
+    """Row d: two whole MNIST epochs of the lesson's experiment (the second is timed); tiny: a few batches."""
+    accelerator = "gpu" if device.type == "cuda" else device.type
+    limit = [f"++trainer.limit_train_batches={sizes.batches}"] if sizes.tiny else []
+    return ["experiment=ae_conv_mnist", "trainer.max_epochs=2", f"trainer.accelerator={accelerator}", *limit,
+            "++trainer.limit_val_batches=2", "test=false", "trainer.enable_progress_bar=false"]
+
+
+GPU_VARIANTS = {  # name: (overrides, extra callbacks)
+    "fp32": ([], None),
+    "fp32, data.on_device=false (batches copied from pinned memory)": (["data.on_device=false"], None),
+    "fp32, loss read every step": ([], {"read_loss": {"_target_": callback_target(ReadLossEveryStep)}}),
+    "fp32, deterministic=false, cudnn benchmark": (["trainer.deterministic=false", "++trainer.benchmark=true"], None),
+    "bf16-mixed": (["trainer.precision=bf16-mixed"], None),
+    "bf16-mixed + compile": (["trainer.precision=bf16-mixed", "+model.compile=true"], None),
+    "bf16-mixed + compile + channels_last": (["trainer.precision=bf16-mixed", "+model.compile=true"],
+                                             {"channels_last": {"_target_": callback_target(ChannelsLast)}}),
+    "fp32, batch 512, deterministic=false": (["data.batch_size=512", "trainer.deterministic=false"], None),
+}
+
+
+def plain_epochs(cfg, device: torch.device, epochs: int = 2, limit: int | None = None) -> list[float]:
+    """The plain loop with the data on the device too: seconds of each epoch (the device synchronised)."""
+    torch.manual_seed(cfg.seed)
+    dm = instantiate(cfg.data)
+    dm.setup("fit")
+    images = dm.splits["train"].images.to(device)
+    shape = dm.image_shape
+    model = instantiate(cfg.model, input_shape=shape, output_shape=shape, num_classes=dm.num_classes).to(device)
+    optimizer = instantiate(cfg.optimizer)(params=model.parameters())
+    batch_size, seconds = int(cfg.data.batch_size), []
+    for _ in range(epochs):
+        _sync(device)
+        start = time.perf_counter()
+        for i, index in enumerate(torch.randperm(len(images), device=device).split(batch_size)):
+            if limit is not None and i >= limit:
+                break
+            x = images.index_select(0, index).float().div_(255)
+            loss = F.binary_cross_entropy_with_logits(model.decode(model.encode(x)), x)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        _sync(device)
+        seconds.append(time.perf_counter() - start)
+    return seconds
+
+
+def bench_gpu(report: Report, sizes: Sizes, work: Path, device: str | None = None) -> None:
+    """Row d: seconds per MNIST training epoch on the GPU (target <= 1 s), per option, against the plain loop.
+    `device` runs the same code elsewhere (the test suite: cpu, tiny, without torch.compile)."""
     print("d: GPU", flush=True)
-    if not torch.cuda.is_available():
-        report.add("d", "GPU: fp32 / bf16-mixed / torch.compile / channels_last", "no GPU on this machine",
-                   detail="on a CUDA machine this row trains with trainer.precision=bf16-mixed, +model.compile=true, "
-                          "channels_last weights, trainer.deterministic=false and a per-step loss read, against "
-                          "fp32 and the plain loop; recorded on an H100 in RESULTS-gpu.md")
+    if device is None and not torch.cuda.is_available():
+        report.add("d", "GPU: seconds per MNIST epoch, fp32 / bf16-mixed / torch.compile / channels_last",
+                   "no GPU on this machine",
+                   detail="on a CUDA machine this row times whole training epochs of ae_conv_mnist with the data on "
+                          "the device, per option (python experiments/benchmarks/run.py --only gpu --out "
+                          "experiments/benchmarks/RESULTS-gpu.md)")
         return
-    base = train_overrides(sizes, ["trainer.accelerator=gpu"])
-    channels_last = {"channels_last": {"_target_": callback_target(ChannelsLast)}}
-    read_loss = {"read_loss": {"_target_": callback_target(ReadLossEveryStep)}}
-    variants = {"fp32": ([], None),
-                "fp32, loss read every step": ([], read_loss),
-                "fp32, deterministic=false, cudnn benchmark": (["trainer.deterministic=false",
-                                                               "++trainer.benchmark=true"], None),
-                "bf16-mixed": (["trainer.precision=bf16-mixed"], None),
-                "bf16-mixed + compile": (["trainer.precision=bf16-mixed", "+model.compile=true"], None),
-                "bf16-mixed + compile + channels_last": (["trainer.precision=bf16-mixed", "+model.compile=true"],
-                                                         channels_last)}
+    dev = torch.device(device or "cuda")
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"{dev.type} (test of the code path)"
+    base = gpu_overrides(sizes, dev)
+    repeats = max(1, sizes.repeats - 4)
     results = {}
-    for name, (extra, callbacks) in variants.items():
-        runs = [aelab_train(base + extra, work, f"gpu-{name}-{r}".replace(" ", ""), callbacks,
-                            warmup=sizes.warmup)[0]["images_per_s"] for r in range(max(1, sizes.repeats - 2))]
-        results[name] = runs
-    plain = [plain_loop(compose(base, work / "plain-gpu"), sizes.batches, sizes.warmup, device="cuda")
-             for _ in range(max(1, sizes.repeats - 2))]
-    report.raw["gpu"] = {**results, "plain fp32": plain, "device": torch.cuda.get_device_name()}
-    p, _ = median_spread(plain)
-    for i, (name, runs) in enumerate(results.items(), start=1):
-        m, spread = median_spread(runs)
-        report.add(f"d{i}", f"GPU {torch.cuda.get_device_name()}: aelab {name}", rate(m), f"plain loop fp32 {rate(p)}",
-                   f"{m / p:.2f}x", spread)
+    for variant, (extra, callbacks) in GPU_VARIANTS.items():
+        if dev.type == "cpu" and "+model.compile=true" in extra:
+            continue  # inductor on the CPU compiles for minutes: not what this row is about
+        runs = []
+        for r in range(repeats):
+            _Instances.items.clear()
+            timer = {"epoch_time": {"_target_": callback_target(EpochTime)}}
+            meter, _ = aelab_train(base + extra, work, f"gpu-{len(results)}-{r}", {**timer, **(callbacks or {})},
+                                   warmup=sizes.warmup)
+            epoch = next(c for c in _Instances.items if isinstance(c, EpochTime))
+            runs.append({"epoch_s": epoch.seconds, "images": epoch.images, "images_per_s": meter["images_per_s"]})
+        results[variant] = runs
+    plain: dict[str, list[list[float]]] = {}  # by batch size: the plain loop runs each variant's batch size
+    for extra, _ in GPU_VARIANTS.values():
+        batch = [o for o in extra if o.startswith("data.batch_size=")]
+        key = batch[0].split("=")[1] if batch else "default"
+        if key not in plain:
+            plain[key] = [plain_epochs(compose(base + batch, work / "plain-gpu"), dev,
+                                       limit=sizes.batches if sizes.tiny else None) for _ in range(repeats)]
+    report.raw["gpu"] = {"device": name, "variants": results, "plain epoch_s by batch size": plain}
+
+    def seconds(values: list[float]) -> tuple[float, str]:
+        return statistics.median(values), f"n={len(values)}, {min(values):.2f}-{max(values):.2f} s"
+
+    for i, (variant, runs) in enumerate(results.items(), start=1):
+        m, spread = seconds([run["epoch_s"][-1] for run in runs])
+        batch = [o.split("=")[1] for o in GPU_VARIANTS[variant][0] if o.startswith("data.batch_size=")]
+        p, p_spread = seconds([run[-1] for run in plain[batch[0] if batch else "default"]])
+        images = runs[0]["images"][-1]
+        report.add(f"d{i}", f"GPU {name}: aelab {variant}", f"{m:.2f} s/epoch ({rate(images / m)})",
+                   f"plain loop{', batch ' + batch[0] if batch else ''}, data on the device: {p:.2f} s/epoch",
+                   f"{p / m:.2f}x", f"second of two epochs ({images:,} images), validation excluded; aelab "
+                   f"{spread}; plain {p_spread}; target <= 1 s")
+
+
+class EpochTime(L.Callback):
+    """Row d: wall seconds of each training epoch, from its start to its last batch's end (the device synchronised
+    at both ends; validation excluded), and the images it trained on."""
+
+    def __init__(self):
+        self.seconds, self.images, self._start, self._n = [], [], 0.0, 0
+        _Instances.items.append(self)
+
+    def on_train_epoch_start(self, trainer, module):
+        _sync(module.device)
+        self._start, self._n = time.perf_counter(), 0
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        self._n += len(batch[-1])
+        if batch_idx == trainer.num_training_batches - 1:
+            _sync(module.device)
+            self.seconds.append(time.perf_counter() - self._start)
+            self.images.append(self._n)
 
 
 def bench_sweep(report: Report, sizes: Sizes, work: Path) -> None:
@@ -649,6 +747,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-batches", type=int, default=None,
                         help="override the training batches per throughput measurement (rows a, m, d)")
     parser.add_argument("--child-malloc", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--gpu-device", default=None, help=argparse.SUPPRESS)  # tests: row d's code on the cpu
     parser.add_argument("--batches", type=int, default=FULL.batches, help=argparse.SUPPRESS)
     parser.add_argument("--warmup", type=int, default=FULL.warmup, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -690,7 +789,7 @@ def main(argv: list[str] | None = None) -> int:
                  "malloc": lambda: bench_malloc(report, sizes, work),
                  "data": lambda: bench_data(report, sizes, work, data_dir),
                  "quality": lambda: bench_quality(report, sizes, work),
-                 "gpu": lambda: bench_gpu(report, sizes, work),
+                 "gpu": lambda: bench_gpu(report, sizes, work, args.gpu_device),
                  "sweep": lambda: bench_sweep(report, sizes, work)}
         for name in SECTIONS:
             if name in sections:
