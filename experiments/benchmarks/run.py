@@ -258,8 +258,8 @@ def aelab_train(overrides: list[str], work: Path, name: str, extra_callbacks: di
     return json.loads(meter_file.read_text()), metrics
 
 
-def plain_loop(cfg, n_batches: int, warmup: int, device: str = "cpu") -> float:
-    """The same model/data/batch size/optimizer as `cfg`, trained by the shortest correct PyTorch loop."""
+def plain_loop(cfg, n_batches: int, warmup: int) -> float:
+    """The same model/data/batch size/optimizer as `cfg`, trained on the CPU by the shortest correct PyTorch loop."""
     torch.manual_seed(cfg.seed)
     dm = instantiate(cfg.data)
     dm.setup("fit")
@@ -267,24 +267,22 @@ def plain_loop(cfg, n_batches: int, warmup: int, device: str = "cpu") -> float:
     corruption = build_corruption(cfg.get("corruption"))
     shape = dm.image_shape
     model = instantiate(cfg.model, input_shape=corruption.output_shape(shape), output_shape=shape,
-                        num_classes=dm.num_classes).to(device)
+                        num_classes=dm.num_classes)
     optimizer = instantiate(cfg.optimizer)(params=model.parameters())
     batch_size = int(cfg.data.batch_size)
     order = torch.randperm(len(images))
     n_batches = min(n_batches, len(order) // batch_size)
     start, seen = None, 0
     for i in range(n_batches):
-        x = images[order[i * batch_size:(i + 1) * batch_size]].to(device, non_blocking=True).float().div_(255)
+        x = images[order[i * batch_size:(i + 1) * batch_size]].float().div_(255)
         loss = F.binary_cross_entropy_with_logits(model.decode(model.encode(corruption(x))), x)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         if i == warmup - 1:
-            _sync(device)
             start = CLOCK.now()
         elif i >= warmup:
             seen += len(x)
-    _sync(device)
     return seen / (CLOCK.now() - start)
 
 
