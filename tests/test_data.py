@@ -8,7 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
-from aelab.data import FashionMNISTDataModule, FlowersDataModule, ImageFolderDataModule, MNISTDataModule
+from aelab.data import (EpochBatchSampler, FashionMNISTDataModule, FlowersDataModule, ImageFolderDataModule,
+                        MNISTDataModule)
 from aelab.errors import DataError
 
 
@@ -130,3 +131,23 @@ def test_dataset_smaller_than_one_batch_says_so(data_dir, tmp_path):
     make_folder(data_dir, tmp_path / "imgs", n_per_class=5)
     with pytest.raises(DataError, match=r"training split has \d+ images, fewer than one batch \(data.batch_size=64\)"):
         ImageFolderDataModule(str(tmp_path / "imgs"), batch_size=64).setup()
+
+
+@pytest.mark.parametrize("n, batch_size", [(10, 3), (64, 64), (65, 64), (1000, 7), (5, 8)])
+@pytest.mark.parametrize("shuffle, drop_last", [(True, False), (True, True), (False, False)])
+def test_sampler_length_matches_its_batches_on_every_rank(n, batch_size, shuffle, drop_last):
+    """__len__ is arithmetic (drawing an epoch's order just to count it would be waste): it must agree with what
+    iteration yields, for every rank, and the ranks together cover each index at most once."""
+    for world in (1, 2, 3):
+        seen = []
+        for rank in range(world):
+            sampler = EpochBatchSampler(n, batch_size, shuffle, seed=1, drop_last=drop_last, rank=rank,
+                                        world_size=world)
+            sampler.set_epoch(2)
+            batches = list(sampler)
+            assert len(sampler) == len(batches), (world, rank)
+            assert all(b.dtype == torch.int64 for b in batches)
+            seen += [i for b in batches for i in b.tolist()]
+        assert len(seen) == len(set(seen)) and set(seen) <= set(range(n))
+        if world == 1 and not drop_last:
+            assert sorted(seen) == list(range(n))
