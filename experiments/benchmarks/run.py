@@ -258,17 +258,22 @@ def aelab_train(overrides: list[str], work: Path, name: str, extra_callbacks: di
     return json.loads(meter_file.read_text()), metrics
 
 
-def plain_loop(cfg, n_batches: int, warmup: int) -> float:
-    """The same model/data/batch size/optimizer as `cfg`, trained on the CPU by the shortest correct PyTorch loop."""
+def plain_parts(cfg, device: torch.device | str = "cpu"):
+    """What the plain loops train: `cfg`'s training images (uint8, on `device`), corruption, model and optimizer."""
     torch.manual_seed(cfg.seed)
     dm = instantiate(cfg.data)
     dm.setup("fit")
-    images = dm.splits["train"].images
     corruption = build_corruption(cfg.get("corruption"))
     shape = dm.image_shape
     model = instantiate(cfg.model, input_shape=corruption.output_shape(shape), output_shape=shape,
-                        num_classes=dm.num_classes)
+                        num_classes=dm.num_classes).to(device)
     optimizer = instantiate(cfg.optimizer)(params=model.parameters())
+    return dm.splits["train"].images.to(device), corruption, model, optimizer
+
+
+def plain_loop(cfg, n_batches: int, warmup: int) -> float:
+    """The same model/data/batch size/optimizer as `cfg`, trained on the CPU by the shortest correct PyTorch loop."""
+    images, corruption, model, optimizer = plain_parts(cfg)
     batch_size = int(cfg.data.batch_size)
     order = torch.randperm(len(images))
     n_batches = min(n_batches, len(order) // batch_size)
@@ -517,13 +522,7 @@ GPU_VARIANTS = {  # name: (overrides, extra callbacks)
 
 def plain_epochs(cfg, device: torch.device, epochs: int = 2, limit: int | None = None) -> list[float]:
     """The plain loop with the data on the device too: seconds of each epoch (the device synchronised)."""
-    torch.manual_seed(cfg.seed)
-    dm = instantiate(cfg.data)
-    dm.setup("fit")
-    images = dm.splits["train"].images.to(device)
-    shape = dm.image_shape
-    model = instantiate(cfg.model, input_shape=shape, output_shape=shape, num_classes=dm.num_classes).to(device)
-    optimizer = instantiate(cfg.optimizer)(params=model.parameters())
+    images, corruption, model, optimizer = plain_parts(cfg, device)
     batch_size, seconds = int(cfg.data.batch_size), []
     for _ in range(epochs):
         _sync(device)
@@ -532,7 +531,7 @@ def plain_epochs(cfg, device: torch.device, epochs: int = 2, limit: int | None =
             if limit is not None and i >= limit:
                 break
             x = images.index_select(0, index).float().div_(255)
-            loss = F.binary_cross_entropy_with_logits(model.decode(model.encode(x)), x)
+            loss = F.binary_cross_entropy_with_logits(model.decode(model.encode(corruption(x))), x)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -569,9 +568,12 @@ def bench_gpu(report: Report, sizes: Sizes, work: Path, device: str | None = Non
             epoch = next(c for c in _Instances.items if isinstance(c, EpochTime))
             runs.append({"epoch_s": epoch.seconds, "images": epoch.images, "images_per_s": meter["images_per_s"]})
         results[variant] = runs
-    plain: dict[str, list[list[float]]] = {}  # by batch size: the plain loop runs each variant's batch size
+    def batch_override(extra: list[str]) -> list[str]:  # the plain loop runs each variant's batch size
+        return [o for o in extra if o.startswith("data.batch_size=")]
+
+    plain: dict[str, list[list[float]]] = {}  # by batch size ("default": the experiment's)
     for extra, _ in GPU_VARIANTS.values():
-        batch = [o for o in extra if o.startswith("data.batch_size=")]
+        batch = batch_override(extra)
         key = batch[0].split("=")[1] if batch else "default"
         if key not in plain:
             plain[key] = [plain_epochs(compose(base + batch, work / "plain-gpu"), dev,
@@ -583,7 +585,7 @@ def bench_gpu(report: Report, sizes: Sizes, work: Path, device: str | None = Non
 
     for i, (variant, runs) in enumerate(results.items(), start=1):
         m, spread = seconds([run["epoch_s"][-1] for run in runs])
-        batch = [o.split("=")[1] for o in GPU_VARIANTS[variant][0] if o.startswith("data.batch_size=")]
+        batch = [o.split("=")[1] for o in batch_override(GPU_VARIANTS[variant][0])]
         p, p_spread = seconds([run[-1] for run in plain[batch[0] if batch else "default"]])
         images = runs[0]["images"][-1]
         report.add(f"d{i}", f"GPU {name}: aelab {variant}", f"{m:.2f} s/epoch ({rate(images / m)})",
