@@ -184,3 +184,15 @@ def test_two_processes_filling_the_same_cache_do_not_corrupt_it(tmp_path):
     dm = FlowersDataModule(str(DATA_DIR), cache_dir=str(cache), image_size=32, train_splits=["train"])
     dm.setup()  # a third reader loads the cached tensors
     assert outputs[0][0].split() == [str(int(dm.splits["train"].images.sum())), str(int(dm.splits["test"].images.sum()))]
+
+
+def test_git_commit_is_read_from_the_environment_only_without_a_checkout(monkeypatch, tmp_path):
+    """A tree copied without .git (a cluster, a GPU box) records AELAB_GIT_COMMIT; a checkout its own commit."""
+    from aelab import runs
+
+    monkeypatch.setenv("AELAB_GIT_COMMIT", "0123abc")
+    assert runs.git_commit() not in (None, "0123abc")  # this checkout: git answers
+    monkeypatch.setattr(runs, "REPO_ROOT", tmp_path)  # no repository here
+    assert runs.git_commit() == "0123abc"
+    monkeypatch.delenv("AELAB_GIT_COMMIT")
+    assert runs.git_commit() is None

@@ -52,12 +52,14 @@ def read_json(path: Path) -> dict | None:
 
 
 def git_commit() -> str | None:
+    """The checkout's commit; where there is no git (a tree copied to a cluster without .git), AELAB_GIT_COMMIT."""
     try:
         out = subprocess.run(["git", "-C", str(REPO_ROOT), "describe", "--always", "--dirty", "--abbrev=40"],
                              capture_output=True, text=True, timeout=10)
-        return out.stdout.strip() or None
+        commit = out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
-        return None
+        commit = None
+    return commit or os.environ.get("AELAB_GIT_COMMIT") or None
 
 
 def environment() -> dict:
