@@ -517,6 +517,8 @@ GPU_VARIANTS = {  # name: (overrides, extra callbacks)
     "bf16-mixed + compile + channels_last": (["trainer.precision=bf16-mixed", "+model.compile=true"],
                                              {"channels_last": {"_target_": callback_target(ChannelsLast)}}),
     "fp32, batch 512, deterministic=false": (["data.batch_size=512", "trainer.deterministic=false"], None),
+    "bf16-mixed, batch 512, deterministic=false": (["data.batch_size=512", "trainer.deterministic=false",
+                                                    "trainer.precision=bf16-mixed"], None),
 }
 
 
@@ -567,6 +569,7 @@ def bench_gpu(report: Report, sizes: Sizes, work: Path, device: str | None = Non
                                    warmup=sizes.warmup)
             epoch = next(c for c in _Instances.items if isinstance(c, EpochTime))
             runs.append({"epoch_s": epoch.seconds, "images": epoch.images, "images_per_s": meter["images_per_s"]})
+            print(f"  aelab {variant}: " + ", ".join(f"{s:.2f}" for s in epoch.seconds) + " s/epoch", flush=True)
         results[variant] = runs
     def batch_override(extra: list[str]) -> list[str]:  # the plain loop runs each variant's batch size
         return [o for o in extra if o.startswith("data.batch_size=")]
@@ -578,6 +581,7 @@ def bench_gpu(report: Report, sizes: Sizes, work: Path, device: str | None = Non
         if key not in plain:
             plain[key] = [plain_epochs(compose(base + batch, work / "plain-gpu"), dev,
                                        limit=sizes.batches if sizes.tiny else None) for _ in range(repeats)]
+            print(f"  plain loop, batch {key}: {plain[key]} s/epoch", flush=True)
     report.raw["gpu"] = {"device": name, "variants": results, "plain epoch_s by batch size": plain}
 
     def seconds(values: list[float]) -> tuple[float, str]:
