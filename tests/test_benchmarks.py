@@ -15,6 +15,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from aelab import perf
 from aelab.config import REPO_ROOT
+from aelab.errors import ConfigError
 from conftest import DATA_DIR, compose_cfg
 
 SCRIPT = REPO_ROOT / "experiments" / "benchmarks" / "run.py"
@@ -65,6 +66,7 @@ def test_tiny_gpu_row_code_path_on_the_cpu(tmp_path):
     assert set(rows) == {f"d{i}" for i in range(1, len(gpu["variants"]) + 1)} and len(rows) >= 5
     assert "fp32, data.on_device=false (batches copied from pinned memory)" in gpu["variants"]
     for name, runs in gpu["variants"].items():
+        assert isinstance(runs, list), f"{name}: {runs}"  # not {"error": ...}
         for run in runs:
             assert len(run["epoch_s"]) == 2 and all(s > 0 for s in run["epoch_s"])  # two epochs, the second reported
             batch = 512 if "batch 512" in name else 128
@@ -137,13 +139,22 @@ def test_model_compile_option_is_stripped_and_applied(monkeypatch):
     from aelab.build import build_parts
 
     compiled = []
-    monkeypatch.setattr(perf, "compile_model", lambda model: compiled.append(model) or model)
-    cfg = compose_cfg(["+model.compile=true"], output_dir=None)
-    parts = build_parts(cfg)
-    assert compiled == [parts.model]
-    cfg = compose_cfg([], output_dir=None)
-    build_parts(cfg)
-    assert len(compiled) == 1  # off by default
+    monkeypatch.setattr(perf, "compile_model", lambda model, mode: compiled.append((model, mode)) or model)
+    parts = build_parts(compose_cfg(["+model.compile=true"], output_dir=None))
+    assert compiled == [(parts.model, "default")]
+    parts = build_parts(compose_cfg(["+model.compile=reduce-overhead"], output_dir=None))
+    assert compiled[-1] == (parts.model, "reduce-overhead")
+    build_parts(compose_cfg([], output_dir=None))
+    build_parts(compose_cfg(["+model.compile=false"], output_dir=None))
+    assert len(compiled) == 2  # off by default and when false
+
+
+def test_model_compile_rejects_unknown_modes():
+    from aelab.build import build_parts
+
+    with pytest.raises(ConfigError, match=r"model.compile must be true, false or one of default, reduce-overhead, "
+                                          r".*got 'fast'"):
+        build_parts(compose_cfg(["+model.compile=fast"], output_dir=None))
 
 
 @pytest.mark.parametrize("overrides, refresh", [([], perf.PROGRESS_BAR_REFRESH_RATE), (["trainer=debug"], None)])

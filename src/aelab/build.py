@@ -73,15 +73,15 @@ def build_parts(cfg: DictConfig, model_cfg: DictConfig | None = None) -> Parts:
     datamodule: ImageDataModule = make(cfg.data, "data")
     clean = datamodule.image_shape
     model_cfg = model_cfg if model_cfg is not None else cfg.model
-    compile_model = bool(model_cfg.get("compile", False))  # +model.compile=true: torch.compile (aelab.perf)
+    from aelab import perf
+
+    mode = perf.compile_mode(model_cfg.get("compile"))  # +model.compile=true|<mode>: torch.compile
     if "compile" in model_cfg:
         model_cfg = {k: v for k, v in model_cfg.items() if k != "compile"}
     model = make(model_cfg, "model", input_shape=corruption.output_shape(clean), output_shape=clean,
                  num_classes=datamodule.num_classes)
-    if compile_model:
-        from aelab.perf import compile_model as compile_submodules
-
-        compile_submodules(model)
+    if mode:
+        perf.compile_model(model, mode)
     datamodule.setup("fit")
     return Parts(datamodule, corruption, model)
 

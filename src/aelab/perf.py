@@ -21,7 +21,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import ProgressBar, TQDMProgressBar
 
-from aelab.errors import check
+from aelab.errors import ConfigError, check
 
 OPT_OUT_ENV = "AELAB_NO_MALLOC_TUNING"
 
@@ -116,12 +116,27 @@ class Throughput(L.Callback):
             Path(self.out).write_text(json.dumps(self.result()))
 
 
-def compile_model(model: torch.nn.Module) -> torch.nn.Module:
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def compile_mode(value) -> str | None:
+    """model.compile: false (default), true (torch.compile's default mode) or one of torch.compile's modes;
+    "reduce-overhead" replays each submodule's kernels as a CUDA graph, for small models bound by launch time."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        return "default"
+    if value not in COMPILE_MODES:
+        raise ConfigError(f"model.compile must be true, false or one of {', '.join(COMPILE_MODES)}, got {value!r}")
+    return value
+
+
+def compile_model(model: torch.nn.Module, mode: str = "default") -> torch.nn.Module:
     """torch.compile every direct submodule (encoder, decoder, ...) in place. Training calls `model.loss`, not
     `forward`, so compiling the model's forward alone would change nothing; in-place compilation keeps the
     state_dict keys, so checkpoints load into uncompiled models."""
     for child in model.children():
-        child.compile()
+        child.compile(mode=mode)
     return model
 
 
