@@ -17,8 +17,9 @@ Rows (ids as in RESULTS.md):
   c  quality per time    experiment=ae_conv_mnist until the test BCE reaches the lesson's 0.0953 (lesson: 25 epochs).
   d  GPU                 seconds per MNIST training epoch of ae_conv_mnist with the data kept on the device
                          (data.on_device), per option: fp32 / batches copied from pinned memory / a per-step loss
-                         read / deterministic off / bf16-mixed / torch.compile / channels_last / batch 512, against
-                         the plain loop with its data on the device too; target <= 1 s. When CUDA is present:
+                         read / deterministic off / bf16-mixed / torch.compile / channels_last / batch 512 / CUDA
+                         graphs (model.compile=reduce-overhead), against the plain loop with its data on the device
+                         too; target <= 1 s. When CUDA is present:
                          python experiments/benchmarks/run.py --only gpu --out experiments/benchmarks/RESULTS-gpu.md
   e  sweep throughput    a 4-job grid through aelab-train -m: Hydra's basic (sequential) launcher vs joblib, 2 jobs.
 
@@ -519,6 +520,7 @@ GPU_VARIANTS = {  # name: (overrides, extra callbacks)
     "fp32, batch 512, deterministic=false": (["data.batch_size=512", "trainer.deterministic=false"], None),
     "bf16-mixed, batch 512, deterministic=false": (["data.batch_size=512", "trainer.deterministic=false",
                                                     "trainer.precision=bf16-mixed"], None),
+    "fp32 + compile reduce-overhead (CUDA graphs)": (["+model.compile=reduce-overhead"], None),
 }
 
 
@@ -558,18 +560,25 @@ def bench_gpu(report: Report, sizes: Sizes, work: Path, device: str | None = Non
     base = gpu_overrides(sizes, dev)
     repeats = max(1, sizes.repeats - 4)
     results = {}
+    results: dict[str, list[dict] | dict] = {}  # a variant that raised: {"error": its message}
     for variant, (extra, callbacks) in GPU_VARIANTS.items():
-        if dev.type == "cpu" and "+model.compile=true" in extra:
+        if dev.type == "cpu" and any(o.startswith("+model.compile=") for o in extra):
             continue  # inductor on the CPU compiles for minutes: not what this row is about
         runs = []
-        for r in range(repeats):
-            _Instances.items.clear()
-            timer = {"epoch_time": {"_target_": callback_target(EpochTime)}}
-            meter, _ = aelab_train(base + extra, work, f"gpu-{len(results)}-{r}", {**timer, **(callbacks or {})},
-                                   warmup=sizes.warmup)
-            epoch = next(c for c in _Instances.items if isinstance(c, EpochTime))
-            runs.append({"epoch_s": epoch.seconds, "images": epoch.images, "images_per_s": meter["images_per_s"]})
-            print(f"  aelab {variant}: " + ", ".join(f"{s:.2f}" for s in epoch.seconds) + " s/epoch", flush=True)
+        try:
+            for r in range(repeats):
+                _Instances.items.clear()
+                timer = {"epoch_time": {"_target_": callback_target(EpochTime)}}
+                meter, _ = aelab_train(base + extra, work, f"gpu-{len(results)}-{r}",
+                                       {**timer, **(callbacks or {})}, warmup=sizes.warmup)
+                epoch = next(c for c in _Instances.items if isinstance(c, EpochTime))
+                runs.append({"epoch_s": epoch.seconds, "images": epoch.images,
+                             "images_per_s": meter["images_per_s"]})
+                print(f"  aelab {variant}: " + ", ".join(f"{s:.2f}" for s in epoch.seconds) + " s/epoch",
+                      flush=True)
+        except Exception as e:  # one option failing on this GPU/torch must not lose the other rows
+            runs = {"error": f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"}
+            print(f"  aelab {variant}: failed: {runs['error']}", flush=True)
         results[variant] = runs
     def batch_override(extra: list[str]) -> list[str]:  # the plain loop runs each variant's batch size
         return [o for o in extra if o.startswith("data.batch_size=")]
@@ -588,9 +597,13 @@ def bench_gpu(report: Report, sizes: Sizes, work: Path, device: str | None = Non
         return statistics.median(values), f"n={len(values)}, {min(values):.2f}-{max(values):.2f} s"
 
     for i, (variant, runs) in enumerate(results.items(), start=1):
-        m, spread = seconds([run["epoch_s"][-1] for run in runs])
         batch = [o.split("=")[1] for o in batch_override(GPU_VARIANTS[variant][0])]
         p, p_spread = seconds([run[-1] for run in plain[batch[0] if batch else "default"]])
+        if isinstance(runs, dict):
+            report.add(f"d{i}", f"GPU {name}: aelab {variant}", "failed", f"plain loop: {p:.2f} s/epoch", "",
+                       runs["error"])
+            continue
+        m, spread = seconds([run["epoch_s"][-1] for run in runs])
         images = runs[0]["images"][-1]
         report.add(f"d{i}", f"GPU {name}: aelab {variant}", f"{m:.2f} s/epoch ({rate(images / m)})",
                    f"plain loop{', batch ' + batch[0] if batch else ''}, data on the device: {p:.2f} s/epoch",
