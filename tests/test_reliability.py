@@ -186,12 +186,16 @@ def test_two_processes_filling_the_same_cache_do_not_corrupt_it(tmp_path):
     assert outputs[0][0].split() == [str(int(dm.splits["train"].images.sum())), str(int(dm.splits["test"].images.sum()))]
 
 
-def test_git_commit_is_read_from_the_environment_only_without_a_checkout(monkeypatch, tmp_path):
-    """A tree copied without .git (a cluster, a GPU box) records AELAB_GIT_COMMIT; a checkout its own commit."""
+def test_git_commit_can_be_named_for_a_copied_tree(monkeypatch, tmp_path):
+    """A tree copied to another machine (a cluster, a GPU box) may carry no .git or a stale one:
+    AELAB_GIT_COMMIT names its commit; otherwise git answers, and outside a repository nothing is recorded."""
     from aelab import runs
 
+    monkeypatch.delenv("AELAB_GIT_COMMIT", raising=False)
+    own = runs.git_commit()
+    assert own and len(own.removesuffix("-dirty")) == 40  # this checkout
     monkeypatch.setenv("AELAB_GIT_COMMIT", "0123abc")
-    assert runs.git_commit() not in (None, "0123abc")  # this checkout: git answers
+    assert runs.git_commit() == "0123abc"
     monkeypatch.setattr(runs, "REPO_ROOT", tmp_path)  # no repository here
     assert runs.git_commit() == "0123abc"
     monkeypatch.delenv("AELAB_GIT_COMMIT")

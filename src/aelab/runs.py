@@ -52,14 +52,16 @@ def read_json(path: Path) -> dict | None:
 
 
 def git_commit() -> str | None:
-    """The checkout's commit; where there is no git (a tree copied to a cluster without .git), AELAB_GIT_COMMIT."""
+    """AELAB_GIT_COMMIT when set (a tree copied to another machine, with or without a stale .git), else the
+    checkout's own commit."""
+    if os.environ.get("AELAB_GIT_COMMIT"):
+        return os.environ["AELAB_GIT_COMMIT"]
     try:
         out = subprocess.run(["git", "-C", str(REPO_ROOT), "describe", "--always", "--dirty", "--abbrev=40"],
                              capture_output=True, text=True, timeout=10)
-        commit = out.stdout.strip() or None
+        return out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
-        commit = None
-    return commit or os.environ.get("AELAB_GIT_COMMIT") or None
+        return None
 
 
 def environment() -> dict:
