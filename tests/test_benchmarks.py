@@ -9,12 +9,17 @@ import os
 import platform
 import subprocess
 import sys
+import traceback
 
+import lightning as L
 import pytest
+import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from aelab import perf
 from aelab.config import REPO_ROOT
+from aelab.corruptions import Identity
 from aelab.errors import ConfigError
 from conftest import DATA_DIR, compose_cfg
 
@@ -167,3 +172,56 @@ def test_progress_bar_refreshes_every_few_batches(overrides, refresh, tmp_path):
     bar = trainer.progress_bar_callback
     assert (bar.refresh_rate if bar is not None else None) == refresh
     assert bar is None or isinstance(bar, TQDMProgressBar)
+
+
+class ScalarReads(L.Callback):
+    """Counts tensor -> Python number reads outside the optimizer (on a GPU each one makes the CPU wait for the
+    step to finish) from the start of training batch `first` to the end of batch `last`."""
+
+    def __init__(self, first: int, last: int):
+        self.first, self.last, self.reads, self._mode = first, last, [], None
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        if batch_idx == self.first:
+            self._mode = _ReadSpy(self.reads)
+            self._mode.__enter__()
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        if batch_idx == self.last and self._mode is not None:
+            self._mode.__exit__(None, None, None)
+            self._mode = None
+
+
+class _ReadSpy(TorchDispatchMode):
+    def __init__(self, reads: list):
+        super().__init__()
+        self.reads = reads
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is torch.ops.aten._local_scalar_dense.default:
+            stack = [f"{f.filename}:{f.lineno}" for f in traceback.extract_stack()]
+            if not any("torch/optim/" in f for f in stack):  # Adam's step counters live on the CPU: no sync
+                self.reads.append(stack[-6:])
+        return func(*args, **(kwargs or {}))
+
+
+def test_training_steps_read_no_tensor_between_log_steps(data_dir):
+    """Between logging steps (every 50) a training step must not turn a tensor into a number: on a GPU that
+    stalls the CPU until the step finishes. Lightning did so for every prog_bar value after every batch."""
+    from aelab.data import MNISTDataModule
+    from aelab.models import ConvAutoencoder
+    from aelab.module import AutoencoderModule
+
+    dm = MNISTDataModule(str(data_dir), batch_size=16, seed=0)
+    module = AutoencoderModule(ConvAutoencoder((1, 28, 28), (1, 28, 28)), Identity(), seed=0)
+    spy = ScalarReads(first=2, last=30)
+    trainer = L.Trainer(accelerator="cpu", max_epochs=1, limit_train_batches=32, limit_val_batches=1,
+                        log_every_n_steps=50, logger=False, enable_checkpointing=False, enable_model_summary=False,
+                        callbacks=perf.with_progress_bar([spy], enabled=False))
+    trainer.fit(module, datamodule=dm)
+    assert spy.reads == []
+    # the train loss still reaches the progress bar: aelab's bar reads it when it redraws
+    bar = perf.LossProgressBar()
+    assert bar.get_metrics(trainer, module)["train/loss"] == pytest.approx(
+        trainer.callback_metrics["train/loss"].item())
+    assert "train/loss" not in trainer.progress_bar_metrics  # not via Lightning's per-batch prog_bar conversion

@@ -135,9 +135,12 @@ class AutoencoderModule(L.LightningModule):
         on_step = stage == "train"
         logged = terms.logged() if not on_step or self._train_log_due(batch_idx) else {}
         for name, value in logged.items():
-            # sync_dist: under DDP each rank sees a shard of val/test, the epoch value must average all of them
+            # sync_dist: under DDP each rank sees a shard of val/test, the epoch value must average all of them.
+            # prog_bar only for val/test: Lightning reads prog_bar values after every training batch (a GPU sync);
+            # aelab's progress bar shows train/loss itself (aelab.perf.LossProgressBar)
             self.log(f"{stage}/{name}", value.detach() if on_step else value, on_step=on_step,
-                     on_epoch=not on_step, batch_size=n, prog_bar=name == "loss", sync_dist=not on_step)
+                     on_epoch=not on_step, batch_size=n, prog_bar=name == "loss" and not on_step,
+                     sync_dist=not on_step)
         # image metrics cost about as much as a small model's step: on training batches, sample every n-th
         if stage != "train" or batch_idx % self.train_metrics_every == 0:
             metrics = getattr(self, f"{stage}_metrics")
