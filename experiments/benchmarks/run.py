@@ -568,6 +568,9 @@ def bench_gpu(report: Report, sizes: Sizes, work: Path, device: str | None = Non
         try:
             for r in range(repeats):
                 _Instances.items.clear()
+                # each aelab-train is a fresh process: here compiled frames of earlier runs (other model instances,
+                # train and eval) would pile up to dynamo's recompile limit and the rest would run uncompiled
+                torch._dynamo.reset()
                 timer = {"epoch_time": {"_target_": callback_target(EpochTime)}}
                 meter, _ = aelab_train(base + extra, work, f"gpu-{len(results)}-{r}",
                                        {**timer, **(callbacks or {})}, warmup=sizes.warmup)
