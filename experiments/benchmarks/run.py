@@ -559,7 +559,6 @@ def bench_gpu(report: Report, sizes: Sizes, work: Path, device: str | None = Non
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"{dev.type} (test of the code path)"
     base = gpu_overrides(sizes, dev)
     repeats = max(1, sizes.repeats - 4)
-    results = {}
     results: dict[str, list[dict] | dict] = {}  # a variant that raised: {"error": its message}
     for variant, (extra, callbacks) in GPU_VARIANTS.items():
         if dev.type == "cpu" and any(o.startswith("+model.compile=") for o in extra):
