@@ -4,6 +4,7 @@ No assertion here depends on timing."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import platform
@@ -225,3 +226,19 @@ def test_training_steps_read_no_tensor_between_log_steps(data_dir):
     assert bar.get_metrics(trainer, module)["train/loss"] == pytest.approx(
         trainer.callback_metrics["train/loss"].item())
     assert "train/loss" not in trainer.progress_bar_metrics  # not via Lightning's per-batch prog_bar conversion
+
+
+def test_gpu_row_reports_a_failing_option_and_keeps_the_others(monkeypatch, tmp_path):
+    """One option that raises (an unsupported precision, a compile error on some GPU) becomes a 'failed' row; the
+    other rows are still measured and written."""
+    spec = importlib.util.spec_from_file_location("aelab_bench_run", SCRIPT)
+    bench = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "aelab_bench_run", bench)  # Hydra finds the timing callbacks by module name
+    spec.loader.exec_module(bench)
+    monkeypatch.setattr(bench, "GPU_VARIANTS", {"fp32": ([], None), "broken": (["trainer.precision=bogus"], None)})
+    report = bench.Report()
+    bench.bench_gpu(report, bench.TINY, tmp_path, device="cpu")
+    rows = {r.benchmark.rsplit("aelab ", 1)[1]: r for r in report.rows}
+    assert rows["fp32"].result.endswith("img/s)") and rows["fp32"].ratio.endswith("x")
+    assert rows["broken"].result == "failed" and "bogus" in rows["broken"].detail
+    assert report.raw["gpu"]["variants"]["broken"] == {"error": rows["broken"].detail}
