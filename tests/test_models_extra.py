@@ -17,11 +17,11 @@ from hydra.utils import instantiate
 
 from aelab.build import build_parts
 from aelab.callbacks import ImportanceSampledNLL
-from aelab.callbacks.nll import importance_sampled_nll
 from aelab.data import BinarizedMNISTDataModule, to_float
 from aelab.errors import ConfigError
 from aelab.models import AdversarialAutoencoder, Batch, ConditionalVAE, DenseAutoencoder, DenseVAE
 from aelab.module import AutoencoderModule
+from aelab.seeds import seeded_generator
 
 SHAPES = [(1, 28, 28), (3, 64, 64)]
 
@@ -55,11 +55,13 @@ def test_aae_shapes_and_terms(shape, arch):
     assert set(model.eval().loss(batch).logged()) == {"loss", "recon_loss", "g_loss", "d_loss", "d_acc"}
     samples = model.sample(3, torch.Generator().manual_seed(1))
     assert samples.shape == (3, *shape) and 0 <= float(samples.min()) and float(samples.max()) <= 1
-    assert model.generative and model.adversarial
+    caps = model.capabilities
+    assert caps.samples and caps.own_training_step and caps.code_size == 5 and not caps.likelihood
     # the two optimizers' groups partition the parameters
     ids = lambda ps: {id(p) for p in ps}
-    assert ids(model.autoencoder_parameters()) | ids(model.discriminator_parameters()) == ids(model.parameters())
-    assert not ids(model.autoencoder_parameters()) & ids(model.discriminator_parameters())
+    autoencoder, discriminator = model.parameter_groups()
+    assert ids(autoencoder) | ids(discriminator) == ids(model.parameters())
+    assert not ids(autoencoder) & ids(discriminator)
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=["mnist", "rgb64"])
@@ -71,7 +73,7 @@ def test_cvae_shapes_and_terms(shape, arch):
     assert terms.output.shape == (4, *shape) and model.reconstruct(batch).shape == (4, *shape)
     assert set(terms.logged()) == {"loss", "recon_loss", "kl_loss"}
     assert torch.isclose(terms.loss, terms.recon_loss + terms.kl_loss)  # beta=1, no warm-up: the negative ELBO
-    assert model.encode(batch.input, batch.label).shape == (4, 3) and model.latent_size == 3
+    assert model.encode(batch.input, batch.label).shape == (4, 3) and model.capabilities.code_size == 3
     assert model.sample(5).shape == (5, *shape)
 
 
@@ -228,8 +230,8 @@ def test_nll_matches_exact_likelihood_of_a_tiny_vae():
     log_pz = -0.5 * (z.square() + math.log(2 * math.pi))
     exact = -(torch.logsumexp(log_px_z + log_pz, 0) + math.log(20 / 20000))
     assert abs(float(torch.exp(-exact).sum()) - 1) < 1e-4  # the quadrature itself is right
-    estimate = importance_sampled_nll(model, xs, xs, samples=20000, batch_size=4096,
-                                      generator=torch.Generator().manual_seed(0))
+    estimate = model.nll(xs, xs, samples=20000, batch_size=4096,
+                         generator=torch.Generator().manual_seed(0))
     assert torch.allclose(estimate, exact, atol=0.02), (estimate, exact)
 
 
@@ -237,8 +239,8 @@ def test_nll_of_a_conditional_vae_uses_the_labels():
     torch.manual_seed(0)
     model = ConditionalVAE((1, 28, 28), (1, 28, 28), num_classes=10, latent_dim=2, hidden=[32]).eval()
     x = (torch.rand(3, 1, 28, 28, generator=torch.Generator().manual_seed(1)) > 0.5).float()
-    nll = lambda labels: importance_sampled_nll(model, x, x, labels, samples=20,
-                                                generator=torch.Generator().manual_seed(0))
+    nll = lambda labels: model.nll(x, x, labels, samples=20,
+                                   generator=torch.Generator().manual_seed(0))
     own, other = nll(torch.tensor([0, 1, 2])), nll(torch.tensor([5, 5, 5]))
     assert own.shape == (3,) and torch.isfinite(own).all() and not torch.allclose(own, other)
     assert torch.equal(own, nll(torch.tensor([0, 1, 2])))  # seeded
@@ -253,7 +255,8 @@ def test_nll_callback_skips_non_vae_models_and_says_so_once(caplog):
             callback.on_test_epoch_end(SimpleNamespace(datamodule=None), module)
     assert not logged
     assert [r.getMessage() for r in caplog.records].count(
-        "ImportanceSampledNLL: DenseAutoencoder is not a VAE (no q(z|x) to sample from); test/nll is not computed") == 1
+        "ImportanceSampledNLL: DenseAutoencoder declares no importance-sampling likelihood (capabilities.likelihood; a "
+        "VAE needs recon_loss=bce, a Bernoulli decoder); test/nll is not computed") == 1
     with pytest.raises(ConfigError, match="samples"):
         ImportanceSampledNLL(samples=0)
 
@@ -279,9 +282,8 @@ def test_nll_is_below_the_negative_elbo_of_a_trained_vae():
     logged = {k: float(v) for k, v in tester.callback_metrics.items()}
     model = module.model.eval()
     x = to_float(parts.datamodule.all_of("test", 256)[0])
-    nll = lambda k, inputs, seed=0: importance_sampled_nll(model, inputs, inputs, samples=k,
-                                                           generator=torch.Generator().manual_seed(seed))
-    nll50 = nll(50, x).mean()
+    nll = lambda k, inputs, generator: model.nll(inputs, inputs, samples=k, generator=generator)
+    nll50 = nll(50, x, seeded_generator("cpu", "nll", 0)).mean()  # the callback's stream
     assert float(nll50) == pytest.approx(logged["test/nll"], abs=1e-3)  # the callback computed exactly this
     # negative ELBO with the exact KL and the reconstruction averaged over 32 draws per image
     with torch.no_grad():
@@ -295,6 +297,6 @@ def test_nll_is_below_the_negative_elbo_of_a_trained_vae():
     assert 60 < float(nll50) < float(neg_elbo) < 300  # ELBO <= log p(x): the estimate sits below -ELBO
     assert logged["test/nll"] < logged["test/loss"]  # also below the single-draw -ELBO the module logs (same images)
     # K=1 is the negative ELBO in expectation (32 independent draws per image)
-    nll1 = nll(1, x.repeat(32, 1, 1, 1), seed=2).mean()
+    nll1 = nll(1, x.repeat(32, 1, 1, 1), torch.Generator().manual_seed(2)).mean()
     assert float(nll1) == pytest.approx(float(neg_elbo), rel=0.01)
     assert float(nll1) - float(nll50) > 0.5  # more samples, a tighter bound

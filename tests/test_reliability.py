@@ -145,15 +145,18 @@ def test_foreign_and_non_checkpoint_files_are_refused(tmp_path):
 
 
 @pytest.mark.parametrize("overrides,message", [
-    (["data.batch_size=0"], "data.batch_size must be an integer >= 1, got 0"),
-    (["data.batch_size=abc"], "data.batch_size must be an integer >= 1, got 'abc'"),
-    (["model.latent_dim=0"], "model.latent_dim must be null or an integer >= 1, got 0"),
-    (["model=vae_dense", "model.beta=-1"], "model.beta must be >= 0, got -1"),
+    (["data.batch_size=0"], "data.batch_size=0 is not allowed: expected an integer >= 1"),
+    (["data.batch_size=abc"], "data.batch_size='abc' is not allowed: expected an integer >= 1"),
+    (["data.batch_size=[64]"], "data.batch_size=[64] is not allowed: expected an integer >= 1"),
+    (["model.latent_dim=0"], "model.latent_dim=0 is not allowed: expected null or an integer >= 1"),
+    (["model=vae_dense", "model.beta=-1"], "model.beta=-1 is not allowed: expected a number >= 0"),
+    (["model=vae_dense", "model.beta=high"], "model.beta='high' is not allowed: expected a number >= 0"),
+    (["experiment=vae_binarized", "model=vae_conv"], "model.hidden=[512] is not allowed: expected an integer >= 1"),
     (["+model.beta=1"], "model: unknown key(s) ['beta'] for ConvAutoencoder; allowed:"),
     (["+data.colour=1"], "data: unknown key(s) ['colour'] for MNISTDataModule; allowed:"),
     (["data=flowers", "corruption=downsample", "corruption.downsample.factor=3"],
      "corruption.downsample.factor=3 does not divide the image size 64x64"),
-], ids=["batch-0", "batch-type", "latent-0", "beta-negative", "kl-of-non-vae", "unknown-data-key", "factor-flowers"])
+], ids=["batch-0", "batch-type", "batch-list", "latent-0", "beta-negative", "beta-string", "hidden-list", "kl-of-non-vae", "unknown-data-key", "factor-flowers"])
 def test_bad_values_are_reported_before_any_data_is_read(tmp_path, overrides, message, monkeypatch):
     from aelab.build import build_parts
 

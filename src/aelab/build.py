@@ -14,16 +14,34 @@ from omegaconf import DictConfig, OmegaConf
 
 import aelab
 from aelab.corruptions import Corruption, build as build_corruption_list
-from aelab.data import ImageDataModule
+from aelab.data import DataSpec, ImageDataModule
 from aelab.errors import AelabError, ConfigError
 from aelab.models import Autoencoder
+from aelab.validation import check_values
 
 
 @dataclass
 class Parts:
+    """What a config builds before training: the data (and its spec), the corruption and the model."""
+
     datamodule: ImageDataModule
     corruption: Corruption
     model: Autoencoder
+
+    @property
+    def spec(self) -> DataSpec:
+        return self.datamodule.spec
+
+
+@dataclass
+class RunResult:
+    """What aelab-train / aelab-eval built and measured: scripts and tests read metrics and objects from it
+    instead of reaching into a run directory or a registry."""
+
+    metrics: dict[str, float]
+    parts: Parts
+    module: L.LightningModule
+    trainer: L.Trainer
 
 
 HYDRA_KEYS = {"_target_", "_partial_", "_convert_", "_recursive_", "_args_"}
@@ -44,14 +62,16 @@ def accepted_keys(target) -> set[str] | None:
 
 
 def make(cfg, what: str, **kwargs):
-    """hydra.utils.instantiate, with unknown keys refused up front (naming the allowed ones) and our own one-line
-    errors passed through instead of Hydra's wrapper around them."""
+    """hydra.utils.instantiate, with unknown keys and values of the wrong type refused up front (naming the allowed
+    ones: the target's annotations are the schema) and our own one-line errors passed through instead of Hydra's
+    wrapper around them."""
     target = get_object(cfg["_target_"])
     allowed = accepted_keys(target)
     unknown = sorted(set(cfg.keys()) - HYDRA_KEYS - allowed) if allowed is not None else []
     if unknown:
         shown = ", ".join(sorted(allowed - set(kwargs) - {"self", "args", "kwargs"}))
         raise ConfigError(f"{what}: unknown key(s) {unknown} for {target.__name__}; allowed: {shown}")
+    check_values(target, {k: v for k, v in cfg.items() if k not in HYDRA_KEYS}, what)  # declared types, up front
     try:
         return instantiate(cfg, **kwargs)
     except InstantiationException as e:
@@ -71,15 +91,15 @@ def build_parts(cfg: DictConfig, model_cfg: DictConfig | None = None) -> Parts:
     """Everything is validated (keys, values, shapes) before any data is read; then the data is set up."""
     corruption = build_corruption(cfg.get("corruption"))
     datamodule: ImageDataModule = make(cfg.data, "data")
-    clean = datamodule.image_shape
+    spec = datamodule.spec
     model_cfg = model_cfg if model_cfg is not None else cfg.model
     from aelab import perf
 
     mode = perf.compile_mode(model_cfg.get("compile"))  # +model.compile=true|<mode>: torch.compile
     if "compile" in model_cfg:
         model_cfg = {k: v for k, v in model_cfg.items() if k != "compile"}
-    model = make(model_cfg, "model", input_shape=corruption.output_shape(clean), output_shape=clean,
-                 num_classes=datamodule.num_classes)
+    model = make(model_cfg, "model", input_shape=corruption.output_shape(spec.shape), output_shape=spec.shape,
+                 num_classes=spec.num_classes)
     if mode:
         perf.compile_model(model, mode)
     datamodule.setup("fit")

@@ -6,10 +6,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from aelab.config import CONFIG_DIR
+
+if TYPE_CHECKING:  # the heavy imports wait until a run starts, so --help and config errors stay fast
+    from aelab.build import RunResult
 
 
 def eval_config(cfg: DictConfig, info: dict) -> DictConfig:
@@ -28,8 +33,8 @@ def eval_config(cfg: DictConfig, info: dict) -> DictConfig:
     return merged
 
 
-def evaluate(cfg: DictConfig, run) -> dict[str, float]:
-    from aelab.build import build_callbacks, build_parts, build_trainer, collect_metrics
+def evaluate(cfg: DictConfig, run) -> RunResult:
+    from aelab.build import RunResult, build_callbacks, build_parts, build_trainer, collect_metrics
     from aelab.checkpoints import check_compatible, load_checkpoint
     from aelab.errors import CheckpointError
     from aelab.module import AutoencoderModule
@@ -46,7 +51,8 @@ def evaluate(cfg: DictConfig, run) -> dict[str, float]:
     trainer = build_trainer(cfg, build_callbacks(cfg.get("callbacks"), parts.model))
     trainer.test(module, datamodule=parts.datamodule)
     OmegaConf.save(cfg, run.path / "config.yaml", resolve=True)  # with the checkpoint's choices filled in
-    return {**collect_metrics(trainer, prefixes=("test/",)), "ckpt_path": str(cfg.ckpt_path)}
+    metrics = {**collect_metrics(trainer, prefixes=("test/",)), "ckpt_path": str(cfg.ckpt_path)}
+    return RunResult(metrics, parts, module, trainer)
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="eval")

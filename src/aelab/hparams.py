@@ -5,6 +5,8 @@ from __future__ import annotations
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard.summary import hparams
 
+from aelab.adapters import tensorboard_file_writer
+
 METRICS = ("test/loss", "test/recon_loss", "test/kl_loss", "test/psnr", "test/ssim", "val/loss", "val/psnr")
 SECTIONS = ("data", "corruption", "model", "optimizer")
 SKIP = ("_target_", "_partial_", "data_dir", "cache_dir", "num_workers", "pin_memory", "on_device", "download")
@@ -47,7 +49,7 @@ def write_hparams(writer, params: dict, metrics=METRICS) -> None:
     logged twice. No per-run column list ("experiment") is written: TensorBoard would take the first run's list for
     the whole sweep and hide keys only other models have; without it, columns come from all runs."""
     _, session_start, session_end = hparams(params, {m: 0.0 for m in metrics})
-    file_writer = writer._get_file_writer()
+    file_writer = tensorboard_file_writer(writer)
     for summary in (session_start, session_end):
         file_writer.add_summary(summary)
     writer.flush()

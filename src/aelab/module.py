@@ -1,8 +1,13 @@
-"""One LightningModule for every model: clean uint8 batch -> (corrupt(clean), clean) -> model.loss -> logs.
+"""One LightningModule for every model: clean uint8 batch -> (corrupt(clean), clean) -> the model's step -> logs.
+
+The module knows nothing of model families: it reads `model.capabilities` (aelab.models.base) and calls the
+model's public methods. A model that owns its training step (two optimizers, say) gets manual optimisation and
+does its own stepping in `model.training_step`.
 
 Randomness is tied to (seed, epoch, batch): the training corruption stream and torch's global RNG (VAE sampling)
 are reseeded at every training step, so a run resumed from an epoch checkpoint replays exactly what an
-uninterrupted run does. Validation and test use their own fixed streams and leave the training RNG untouched.
+uninterrupted run does. Validation and test use their own fixed streams and leave the training RNG untouched;
+figures, image grids and the NLL ask `corrupted_batch` for their own named streams.
 """
 
 from __future__ import annotations
@@ -14,22 +19,19 @@ import torch
 from torchmetrics import MetricCollection
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
+from aelab.adapters import logs_this_step
 from aelab.corruptions import Corruption, Identity
 from aelab.data import to_float
 from aelab.models import Autoencoder, Batch
+from aelab.seeds import derive_seed, seeded_generator
 
 STAGES = ("train", "val", "test")
-EVAL_SEED_OFFSET = {"val": 1_000_003, "test": 2_000_003}
 
 
 def image_metrics() -> MetricCollection:
     # per-image PSNR averaged over images, as super-resolution papers report it
     return MetricCollection({"psnr": PeakSignalNoiseRatio(data_range=1.0, dim=(1, 2, 3)),
                              "ssim": StructuralSimilarityIndexMeasure(data_range=1.0)})
-
-
-def step_seed(seed: int, epoch: int, batch_idx: int) -> int:
-    return (seed * 1_000_033 + epoch * 7_919 + batch_idx * 104_729) % (2**63 - 1)
 
 
 class AutoencoderModule(L.LightningModule):
@@ -46,9 +48,7 @@ class AutoencoderModule(L.LightningModule):
         self.train_metrics, self.val_metrics, self.test_metrics = image_metrics(), image_metrics(), image_metrics()
         self._generators: dict[str, torch.Generator] = {}
         self._saved_rng: torch.Tensor | None = None
-        # adversarial models (AAE) step a discriminator with its own optimizer: Lightning's manual optimisation
-        self.adversarial = bool(getattr(model, "adversarial", False))
-        self.automatic_optimization = not self.adversarial
+        self.automatic_optimization = not model.capabilities.own_training_step
 
     # --- randomness ---------------------------------------------------------------------------------------------
     def _generator(self, stage: str) -> torch.Generator:
@@ -63,7 +63,7 @@ class AutoencoderModule(L.LightningModule):
     def _seed_train_step(self, batch_idx: int) -> None:
         """Every training step's randomness (corruption, VAE sampling) is a function of (seed, epoch, batch): a
         resumed run replays it exactly, whatever else (callbacks, lazy set-up) drew from torch's RNG meanwhile."""
-        s = step_seed(self.seed, self.current_epoch, batch_idx)
+        s = derive_seed(self.seed, "train", self.current_epoch, batch_idx)
         self._reseed("train", s)
         # Only the generators this run draws from: torch.manual_seed would also queue lazy seeds for every backend
         # not in use (CUDA on a CPU run, XPU and MTIA everywhere), each with a formatted stack trace: ~5% of a small
@@ -76,8 +76,8 @@ class AutoencoderModule(L.LightningModule):
         self._saved_rng = torch.get_rng_state()
         cuda_state = torch.cuda.get_rng_state() if self.device.type == "cuda" else None
         self._saved_cuda_rng = cuda_state
-        self._reseed(stage, self.seed + EVAL_SEED_OFFSET[stage])
-        torch.manual_seed(self.seed + EVAL_SEED_OFFSET[stage])
+        self._reseed(stage, derive_seed(self.seed, stage))
+        torch.manual_seed(derive_seed(self.seed, stage))
 
     def _eval_end(self) -> None:
         if self._saved_rng is not None:
@@ -99,13 +99,20 @@ class AutoencoderModule(L.LightningModule):
         self._eval_end()
 
     # --- steps --------------------------------------------------------------------------------------------------
+    def _batch(self, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator) -> Batch:
+        clean = to_float(images.to(self.device))
+        return Batch(input=self.corruption(clean, generator), target=clean, label=labels.to(self.device))
+
     def make_batch(self, raw: tuple[torch.Tensor, torch.Tensor], stage: str) -> Batch:
-        """Clean uint8 images on the device -> Batch(corrupted input, clean target, label)."""
-        images, labels = raw
-        clean = to_float(images)
+        """A step's clean uint8 batch -> Batch(corrupted input, clean target, label), from the stage's stream."""
         if stage not in self._generators:
-            self._reseed(stage, self.seed + EVAL_SEED_OFFSET.get(stage, 0))
-        return Batch(input=self.corruption(clean, self._generator(stage)), target=clean, label=labels)
+            self._reseed(stage, derive_seed(self.seed, stage))
+        return self._batch(*raw, self._generator(stage))
+
+    def corrupted_batch(self, images: torch.Tensor, labels: torch.Tensor, stream: str) -> Batch:
+        """Clean uint8 images corrupted from their own seeded stream (e.g. "figures", "grid/val", "nll"): the same
+        input every time it is asked, whatever ran before, without touching any other stream."""
+        return self._batch(images, labels, seeded_generator(self.device, self.seed, stream))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -117,8 +124,7 @@ class AutoencoderModule(L.LightningModule):
         trainer = self._trainer
         if trainer is None or batch_idx == 0 or trainer.fast_dev_run:
             return True
-        # Lightning's own test (a private attribute: if it ever disappears, log every step as before)
-        return bool(getattr(getattr(trainer, "_logger_connector", None), "should_update_logs", True))
+        return logs_this_step(trainer)
 
     def _step(self, raw, batch_idx: int, stage: str) -> dict:
         """Returns {"loss"} for training, {"loss", "batch", "terms"} for validation and test: callbacks read the
@@ -127,8 +133,8 @@ class AutoencoderModule(L.LightningModule):
         if stage == "train":
             self._seed_train_step(batch_idx)
         batch = self.make_batch(raw, stage)
-        if stage == "train" and self.adversarial:
-            terms = self._adversarial_update(batch)
+        if stage == "train":
+            terms = self.model.training_step(batch, self.global_step, self)
         else:
             terms = self.model.loss(batch, step=self.global_step)
         n = len(batch.target)
@@ -151,24 +157,6 @@ class AutoencoderModule(L.LightningModule):
             return {"loss": terms.loss}
         return {"loss": terms.loss, "batch": batch, "terms": terms}
 
-    def _adversarial_update(self, batch: Batch):
-        """Discriminator step, then autoencoder (generator) step; returns the autoencoder's terms with the
-        discriminator's d_loss / d_acc added, so `_step` logs everything as the automatic path does."""
-        opt_ae, opt_d = self.optimizers()
-        d_terms = self.model.discriminator_loss(batch)
-        opt_d.zero_grad()
-        self.manual_backward(d_terms.loss)
-        # the strategy's step (precision plugin included) but not LightningOptimizer.step, which would count it in
-        # global_step: that then counts batches as with one optimizer (max_steps, warm-ups, checkpoint intervals)
-        self.trainer.strategy.optimizer_step(opt_d.optimizer, closure=lambda: None)
-        with self.toggled_optimizer(opt_ae):  # no gradients into the discriminator from the generator loss
-            terms = self.model.loss(batch, step=self.global_step)
-            opt_ae.zero_grad()
-            self.manual_backward(terms.loss)
-            opt_ae.step()
-        terms.extras.update(d_terms.logged())
-        return terms
-
     def training_step(self, raw, batch_idx):
         return self._step(raw, batch_idx, "train")
 
@@ -184,30 +172,10 @@ class AutoencoderModule(L.LightningModule):
 
     # --- optimisation and checkpoints ---------------------------------------------------------------------------
     def configure_optimizers(self):
-        factory = self.optimizer_factory or torch.optim.Adam
-        if self.adversarial:
-            optimizers = [factory(params=self.model.autoencoder_parameters()),
-                          factory(params=self.model.discriminator_parameters())]
-            if self.scheduler_factory is None:
-                return optimizers
-            return optimizers, [self.scheduler_factory(optimizer=o) for o in optimizers]  # stepped below
-        optimizer = factory(params=self.model.parameters())
-        if self.scheduler_factory is None:
-            return optimizer
-        return {"optimizer": optimizer,
-                "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer=optimizer), "monitor": "val/loss"}}
+        return self.model.configure_optimizers(self.optimizer_factory or torch.optim.Adam, self.scheduler_factory)
 
     def on_train_epoch_end(self) -> None:
-        """Manual optimisation leaves the schedulers to us: step them once per epoch (after validation ran)."""
-        if not self.adversarial:
-            return
-        schedulers = self.lr_schedulers()
-        for scheduler in schedulers if isinstance(schedulers, list) else [schedulers] if schedulers else []:
-            if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                if (value := self.trainer.callback_metrics.get("val/loss")) is not None:
-                    scheduler.step(value)
-            else:
-                scheduler.step()
+        self.model.on_train_epoch_end(self)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["aelab"] = self.run_info

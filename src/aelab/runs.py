@@ -21,7 +21,7 @@ import time
 import traceback
 from importlib import metadata
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
@@ -155,7 +155,7 @@ class Signals:
             signal.signal(sig, handler)
 
 
-def run_app(task: Callable[[DictConfig, RunDir], dict], cfg: DictConfig, app: str,
+def run_app(task: Callable[[DictConfig, RunDir], Any], cfg: DictConfig, app: str,
             prepare: Callable[[DictConfig], DictConfig] | None = None) -> float | None:
     """Run `task` in the Hydra run directory with status bookkeeping; return cfg.optimized_metric for sweepers.
 
@@ -167,7 +167,7 @@ def run_app(task: Callable[[DictConfig, RunDir], dict], cfg: DictConfig, app: st
         try:
             cfg = prepare(cfg) if prepare is not None else cfg
             run.start(cfg)
-            metrics = task(cfg, run)
+            metrics = task(cfg, run).metrics
         except BaseException as error:  # noqa: BLE001 - every exit path must leave a truthful status
             if signals.received is not None or isinstance(error, KeyboardInterrupt):
                 name = signal.Signals(signals.received or signal.SIGINT).name

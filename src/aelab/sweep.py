@@ -13,10 +13,11 @@ import math
 import os
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, open_dict
+
+from aelab.adapters import wrapped_attribute
 
 log = logging.getLogger("aelab")
 
@@ -157,9 +158,8 @@ class OptunaSweeper(_OptunaSweeper):  # type: ignore[misc,valid-type]
 
         impl = self.sweeper
         impl.launcher.launch = _nan_for_failed(impl.launcher.launch)
-        create_study = optuna.create_study
-        with mock.patch.object(optuna, "create_study",
-                               lambda *a, **k: _failure_tolerant(create_study(*a, **k))):
+        tolerant = lambda create: lambda *a, **k: _failure_tolerant(create(*a, **k))  # noqa: E731
+        with wrapped_attribute(optuna, "create_study", tolerant):
             try:
                 return impl.sweep(arguments)
             except ValueError as e:

@@ -10,10 +10,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import hydra
+from typing import TYPE_CHECKING
+
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from aelab.config import CONFIG_DIR
 from aelab.errors import ConfigError
+
+if TYPE_CHECKING:  # the heavy imports wait until a run starts, so --help and config errors stay fast
+    from aelab.build import RunResult
 
 
 def resume_config(cfg: DictConfig) -> DictConfig:
@@ -32,12 +37,14 @@ def resume_config(cfg: DictConfig) -> DictConfig:
     return original
 
 
-def train(cfg: DictConfig, run) -> dict[str, float]:
+def train(cfg: DictConfig, run) -> RunResult:
+    """Fit (and test) the run `cfg` describes in the run directory `run`; returns what it built and measured."""
     import lightning as L
     from hydra.core.hydra_config import HydraConfig
     from hydra.utils import instantiate
 
-    from aelab.build import build_callbacks, build_parts, build_trainer, check_no_nan, checkpoint_info, collect_metrics
+    from aelab.build import (RunResult, build_callbacks, build_parts, build_trainer, check_no_nan, checkpoint_info,
+                             collect_metrics)
     from aelab.callbacks.guards import FiniteLoss, SaveOnInterrupt
     from aelab.checkpoints import check_compatible, load_checkpoint
     from aelab.hparams import hparam_dict, write_hparams
@@ -66,7 +73,7 @@ def train(cfg: DictConfig, run) -> dict[str, float]:
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         trainer.test(module, datamodule=parts.datamodule, ckpt_path=best or None, weights_only=True)
         metrics.update(collect_metrics(trainer, prefixes=("test/",)))
-    return metrics
+    return RunResult(metrics, parts, module, trainer)
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")

@@ -20,17 +20,6 @@ from aelab.errors import check
 SSIM_CHOICES = ("main", "all", "none")
 
 
-def model_latent_size(model) -> int | None:
-    """Flat size of the model's code: `latent_dim` when it has one, else what `encode` returns (spatial codes)."""
-    latent_dim = getattr(model, "latent_dim", None)
-    if isinstance(latent_dim, int):
-        return latent_dim
-    try:
-        return int(model.latent_size)
-    except Exception:  # a model whose encode needs more than an image: no PCA of that size
-        return None
-
-
 class Baselines(L.Callback):
     """`fit_images` clean training images (capped so that images x pixels <= `fit_values`) fit the PCA; the mean
     image uses the whole training split. Both are fitted once per datamodule, on the first evaluated batch.
@@ -57,7 +46,8 @@ class Baselines(L.Callback):
         self.pca = self.mean = None
         shape = dm.image_shape
         pixels = shape[0] * shape[1] * shape[2]
-        if "pca" in self.names and (k := model_latent_size(module.model)) is not None:
+        # PCA with the model's code size: a linear autoencoder with the same bottleneck (none without a code)
+        if "pca" in self.names and (k := module.model.capabilities.code_size) is not None:
             n = min(self.fit_images, max(k + 1, self.fit_values // pixels), dm.split_size("train"))
             images, _ = dm.all_of("train", n)
             self.pca = baselines.fit_pca(to_float(images), k).to(module.device)

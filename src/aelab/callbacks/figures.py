@@ -8,70 +8,35 @@ Figures are drawn with matplotlib's Agg canvas directly (no pyplot, no display n
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 import lightning as L
 import numpy as np
 import torch
 from torchvision.utils import make_grid
 
 from aelab import baselines
-from aelab.callbacks.baselines import model_latent_size
-from aelab.callbacks.images import logged_writer, to_display
-from aelab.data import to_float
+from aelab.callbacks.images import evaluating, logged_writer, to_display
 from aelab.errors import check
 from aelab.models import Batch
+from aelab.seeds import seeded_generator
 
 ENCODE_CHUNK = 500
 
 
 # --- helpers shared by the figures ---------------------------------------------------------------------------------
-@contextmanager
-def evaluating(module):
-    """Eval mode, no gradients, and the global RNG left exactly as found (training must not notice a figure)."""
-    was_training = module.training
-    rng = torch.get_rng_state()
-    cuda_rng = torch.cuda.get_rng_state() if module.device.type == "cuda" else None
-    module.eval()
-    try:
-        with torch.no_grad():
-            yield
-    finally:
-        module.train(was_training)
-        torch.set_rng_state(rng)
-        if cuda_rng is not None:
-            torch.cuda.set_rng_state(cuda_rng)
-
-
 def test_batch(trainer: L.Trainer, module, n: int) -> Batch:
-    """The first n test images, corrupted with a generator seeded by the run's seed (the same input every time)."""
-    images, labels = trainer.datamodule.all_of("test", n)
-    clean = to_float(images.to(module.device))
-    generator = torch.Generator(device=module.device).manual_seed(int(module.seed))
-    return Batch(input=module.corruption(clean, generator), target=clean, label=labels.to(module.device))
+    """The first n test images, corrupted from the "figures" stream (the same input every time)."""
+    return module.corrupted_batch(*trainer.datamodule.all_of("test", n), "figures")
 
 
 def encode(model, x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
-    """Latent codes in chunks (posterior means for VAEs); conditional models also read the label."""
-    parts = []
-    for start in range(0, len(x), ENCODE_CHUNK):
-        xs = x[start:start + ENCODE_CHUNK]
-        if getattr(model, "conditional", False):
-            parts.append(model.encode(xs, labels[start:start + ENCODE_CHUNK]))
-        else:
-            parts.append(model.encode(xs))
-    return torch.cat(parts)
+    """Flat latent codes in chunks (posterior means for VAEs)."""
+    return torch.cat([model.embed(x[i:i + ENCODE_CHUNK], None if labels is None else labels[i:i + ENCODE_CHUNK])
+                      for i in range(0, len(x), ENCODE_CHUNK)])
 
 
-def decode(model, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-    """Images in [0, 1] from codes (decoders return logits)."""
-    logits = model.decode(z, labels) if getattr(model, "conditional", False) else model.decode(z)
-    return torch.sigmoid(logits)
-
-
-def cpu_normal(shape, seed: int, device) -> torch.Tensor:
-    """Gaussian noise drawn on the CPU from its own seed: the same figure on CPU and GPU."""
-    return torch.randn(shape, generator=torch.Generator().manual_seed(seed)).to(device)
+def cpu_normal(shape, device, *keys) -> torch.Tensor:
+    """Gaussian noise drawn on the CPU from its own named stream: the same figure on CPU and GPU."""
+    return torch.randn(shape, generator=seeded_generator("cpu", *keys)).to(device)
 
 
 def pca_2d(z: torch.Tensor) -> tuple[torch.Tensor, float]:
@@ -128,7 +93,8 @@ class FigureCallback(L.Callback):
         self.every_n_epochs = every_n_epochs
 
     def applicable(self, model) -> bool:
-        return True
+        """Whether the figure means anything for this model, from its declared capabilities."""
+        return model.capabilities.code_size is not None
 
     def draw(self, trainer: L.Trainer, module):
         """A matplotlib Figure, or None to skip."""
@@ -213,8 +179,8 @@ class LatentNoise(FigureCallback):
         z, labels = codes[:n], batch.label[:n]
         rows, names = [batch.input[:n]], ["input"]
         for i, scale in enumerate(self.scales):
-            noise = cpu_normal(z.shape, int(module.seed) + i, z.device)
-            rows.append(decode(model, z + scale * std * noise, labels))
+            noise = cpu_normal(z.shape, z.device, module.seed, "latent_noise", i)
+            rows.append(model.generate(z + scale * std * noise, labels))
             names.append(f"+{scale:g} std")
         return grid_figure(rows, names, "decoded after Gaussian noise in latent space (x per-dim std of codes)",
                            tuple(batch.target.shape[1:]))
@@ -235,25 +201,23 @@ class LatentGrid(FigureCallback):
         self.n, self.quantiles, self.n_images = n, (float(quantiles[0]), float(quantiles[1])), n_images
 
     def applicable(self, model) -> bool:
-        return not getattr(model, "conditional", False) and model_latent_size(model) == 2
+        caps = model.capabilities
+        return caps.code_size == 2 and not caps.conditional
 
     def draw(self, trainer, module):
         model = module.model
         q = torch.linspace(*self.quantiles, self.n, dtype=torch.float64)
-        if getattr(model, "generative", False):
+        if model.capabilities.samples:
             axes = [torch.distributions.Normal(0.0, 1.0).icdf(q).float()] * 2
             what = f"N(0,1) quantiles {self.quantiles[0]:g}..{self.quantiles[1]:g}"
-            code_shape = (2,)
         else:
             batch = test_batch(trainer, module, self.n_images)
-            codes = encode(model, batch.input, batch.label)
-            code_shape = tuple(codes.shape[1:])
-            flat = codes.flatten(1).double().cpu()
+            flat = encode(model, batch.input, batch.label).double().cpu()
             axes = [torch.quantile(flat[:, i], q).float() for i in range(2)]
             what = f"quantiles {self.quantiles[0]:g}..{self.quantiles[1]:g} of encoded test codes"
         xs, ys = axes[0], axes[1].flip(0)  # y grows upwards, as in a scatter plot
         z = torch.stack(torch.meshgrid(ys, xs, indexing="ij")[::-1], -1).reshape(-1, 2)
-        images = decode(model, z.to(module.device).reshape(-1, *code_shape))
+        images = model.generate(z.to(module.device))
         shape = tuple(images.shape[1:])
         rows = list(images.reshape(self.n, self.n, *shape))
         return grid_figure(rows, [f"{v:.2f}" for v in ys.tolist()], f"decoded 2-d latent grid over {what}", shape,
@@ -270,10 +234,10 @@ class PriorSamples(FigureCallback):
         self.n_images = n_images
 
     def applicable(self, model) -> bool:
-        return getattr(model, "generative", False) and hasattr(model, "sample")
+        return model.capabilities.samples
 
     def draw(self, trainer, module):
-        generator = torch.Generator(device=module.device).manual_seed(int(module.seed))
+        generator = seeded_generator(module.device, module.seed, "prior_samples")
         images = module.model.sample(self.n_images, generator=generator)
         ncol = max(1, int(self.n_images ** 0.5))
         rows = list(images.split(ncol))
@@ -293,20 +257,18 @@ class LatentInterpolation(FigureCallback):
         self.n_pairs, self.steps = n_pairs, steps
 
     def applicable(self, model) -> bool:
-        return getattr(model, "generative", False) and not getattr(model, "conditional", False)
+        caps = model.capabilities
+        return caps.samples and not caps.conditional
 
     def draw(self, trainer, module):
         model = module.model
         batch = test_batch(trainer, module, 2 * self.n_pairs)
-        codes = encode(model, batch.input, batch.label)
-        pairs = min(self.n_pairs, len(codes) // 2)
+        pairs = min(self.n_pairs, len(batch.input) // 2)
         if pairs == 0:
             return None
-        t = torch.linspace(0, 1, self.steps, device=codes.device).view(-1, *[1] * (codes.dim() - 1))
+        lines = model.interpolate(batch.input[0:2 * pairs:2], batch.input[1:2 * pairs:2], self.steps)
         rows, names = [], []
-        for p in range(pairs):
-            a, b = codes[2 * p], codes[2 * p + 1]
-            line = decode(model, (1 - t) * a + t * b)
+        for p, line in enumerate(lines):
             ends = batch.input[2 * p:2 * p + 2]
             rows.append(torch.cat([to_display(ends[:1], line.shape[1:]).to(line.device), line,
                                    to_display(ends[1:], line.shape[1:]).to(line.device)]))
@@ -324,12 +286,12 @@ class ClassSamples(FigureCallback):
         self.per_class, self.max_classes = per_class, max_classes
 
     def applicable(self, model) -> bool:
-        return (getattr(model, "conditional", False) and getattr(model, "generative", False)
-                and bool(getattr(model, "num_classes", None)))
+        caps = model.capabilities
+        return caps.conditional and caps.samples
 
     def draw(self, trainer, module):
         model = module.model
-        generator = torch.Generator(device=module.device).manual_seed(int(module.seed))
+        generator = seeded_generator(module.device, module.seed, "class_samples")
         rows, names = [], []
         for c in range(min(int(model.num_classes), self.max_classes)):
             labels = torch.full((self.per_class,), c, dtype=torch.long, device=module.device)
@@ -354,7 +316,7 @@ class NoiseInput(FigureCallback):
 
     def draw(self, trainer, module):
         model, n, device = module.model, self.n_images, module.device
-        generator = torch.Generator().manual_seed(int(module.seed))
+        generator = seeded_generator("cpu", module.seed, "noise_input")
         uniform = torch.rand((n, *model.input_shape), generator=generator).to(device)
         gaussian = (0.5 + 0.5 * torch.randn((n, *model.input_shape), generator=generator)).clamp(0, 1).to(device)
         labels = torch.arange(n, device=device) % int(model.num_classes or 1)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import lightning as L
 import torch
 import torch.nn.functional as F
 from torchvision.utils import make_grid
-
-from aelab.data import to_float
-from aelab.models import Batch
 
 
 def to_display(x: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
@@ -19,6 +18,23 @@ def to_display(x: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
     if x.shape[1] != shape[0]:
         x = x.expand(-1, shape[0], -1, -1) if x.shape[1] == 1 else x.mean(1, keepdim=True)
     return x.cpu()
+
+
+@contextmanager
+def evaluating(module):
+    """Eval mode, no gradients, and the global RNG left exactly as found (training must not notice a figure)."""
+    was_training = module.training
+    rng = torch.get_rng_state()
+    cuda_rng = torch.cuda.get_rng_state() if module.device.type == "cuda" else None
+    module.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        module.train(was_training)
+        torch.set_rng_state(rng)
+        if cuda_rng is not None:
+            torch.cuda.set_rng_state(cuda_rng)
 
 
 def logged_writer(trainer: L.Trainer):
@@ -40,16 +56,10 @@ class ReconstructionGrid(L.Callback):
         if writer is None or trainer.sanity_checking or trainer.datamodule is None:
             return
         images, labels = trainer.datamodule.fixed_batch(stage, self.n_images)
-        gen_state = torch.get_rng_state()
-        torch.manual_seed(module.seed)  # the same corruption of the same images every epoch
-        generator = torch.Generator(device=module.device).manual_seed(module.seed)
-        clean = to_float(images.to(module.device))
-        batch = Batch(input=module.corruption(clean, generator), target=clean, label=labels.to(module.device))
-        was_training = module.training
-        module.eval()
-        output = module.model.reconstruct(batch)
-        module.train(was_training)
-        torch.set_rng_state(gen_state)
+        with evaluating(module):  # the same corruption of the same images every epoch
+            batch = module.corrupted_batch(images, labels, f"grid/{stage}")
+            output = module.model.reconstruct(batch)
+        clean = batch.target
         shape = tuple(clean.shape[1:])
         rows = torch.cat([to_display(batch.input, shape), to_display(output, shape), to_display(clean, shape)])
         writer.add_image(f"{stage}/reconstructions", make_grid(rows, nrow=len(clean), pad_value=1.0),

@@ -25,55 +25,22 @@ It runs at the end of every test (aelab-train's final test, aelab-eval), so it l
 from __future__ import annotations
 
 import logging
-import math
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 
-from aelab.data import to_float
 from aelab.errors import check
-from aelab.models import VariationalAutoencoder
+from aelab.seeds import seeded_generator
 
 log = logging.getLogger("aelab")
 
 
-@torch.no_grad()
-def importance_sampled_nll(model: VariationalAutoencoder, inputs: torch.Tensor, targets: torch.Tensor,
-                           labels: torch.Tensor | None = None, samples: int = 1000, batch_size: int = 1024,
-                           generator: torch.Generator | None = None) -> torch.Tensor:
-    """-log p(target) per image (nats) from `samples` draws of q(z | input); at most `batch_size` decoder
-    evaluations (images x samples) per forward pass bound the memory."""
-    conditional = getattr(model, "conditional", False)
-    images_per_pass = max(1, batch_size // samples)
-    chunk = min(samples, max(1, batch_size // images_per_pass))  # samples per pass
-    out = []
-    for i in range(0, len(targets), images_per_pass):
-        x = targets[i:i + images_per_pass].float()
-        y = labels[i:i + images_per_pass] if conditional else None
-        mean, log_var = model.posterior(inputs[i:i + images_per_pass], *([y] if conditional else []))
-        mean, log_var = mean.float(), log_var.float()
-        b, d = mean.shape
-        log_w = []
-        for start in range(0, samples, chunk):
-            k = min(chunk, samples - start)
-            eps = torch.randn((k, b, d), generator=generator, device=mean.device)
-            z = mean + torch.exp(0.5 * log_var) * eps  # [k, b, d]; flattened row j*b + i = sample j of image i
-            logits = model.decode(z.reshape(k * b, d), *([y.repeat(k)] if conditional else [])).float()
-            log_px_z = -F.binary_cross_entropy_with_logits(logits, x.repeat(k, 1, 1, 1), reduction="none")
-            # log N(z; 0, I) - log N(z; mean, sigma): the 2*pi terms cancel
-            log_ratio = -0.5 * (z.square() - eps.square() - log_var).sum(-1)
-            log_w.append(log_px_z.flatten(1).sum(1).view(k, b) + log_ratio)
-        out.append(math.log(samples) - torch.logsumexp(torch.cat(log_w), dim=0))
-    return torch.cat(out)
-
-
 def unsupported(model) -> str | None:
-    """Why the estimate does not apply to this model, or None."""
-    if not isinstance(model, VariationalAutoencoder):
-        return f"{type(model).__name__} is not a VAE (no q(z|x) to sample from)"
-    if model.recon_kind != "bce":
-        return f"model.recon_loss={model.recon_kind!r} is not a Bernoulli likelihood (needs bce)"
+    """Why the estimate does not apply to this model, or None: only a model that declares a correct
+    importance-sampling estimator for itself (capabilities.likelihood) gets a test/nll."""
+    if not model.capabilities.likelihood:
+        return (f"{type(model).__name__} declares no importance-sampling likelihood (capabilities.likelihood; a VAE "
+                "needs recon_loss=bce, a Bernoulli decoder)")
     return None
 
 
@@ -105,16 +72,14 @@ class ImportanceSampledNLL(L.Callback):
             self._tell("no datamodule to read the test split from; test/nll is not computed")
             return
         images, labels = trainer.datamodule.all_of("test", self.max_images)
-        generator = torch.Generator(device=module.device).manual_seed(self.seed)
+        generator = seeded_generator(module.device, "nll", self.seed)  # the same draws for every run
         was_training = model.training
         model.eval()
         total, binary = torch.zeros((), dtype=torch.float64, device=module.device), True
         for i in range(0, len(images), 1024):  # uint8 to the device in slices
-            clean = to_float(images[i:i + 1024].to(module.device))
-            binary = binary and bool(((clean == 0) | (clean == 1)).all())
-            nll = importance_sampled_nll(model, module.corruption(clean, generator), clean,
-                                         labels[i:i + 1024].to(module.device), self.samples, self.batch_size,
-                                         generator)
+            batch = module.corrupted_batch(images[i:i + 1024], labels[i:i + 1024], "nll")
+            binary = binary and bool(((batch.target == 0) | (batch.target == 1)).all())
+            nll = model.nll(batch.input, batch.target, batch.label, self.samples, self.batch_size, generator)
             total += nll.double().sum()
         model.train(was_training)
         if not binary:

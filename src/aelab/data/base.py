@@ -21,6 +21,23 @@ import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
 
 from aelab.errors import DataError, check
+from aelab.seeds import seeded_generator
+from aelab.types import Fraction, NonNegativeInt, PositiveInt
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """What the rest of a run needs to know about the data before any model is built: the clean images' shape
+    (C, H, W), the number of classes (None: unlabelled) and their names. Models, corruptions and callbacks take
+    their shapes and class counts from it."""
+
+    shape: tuple[int, int, int]
+    num_classes: int | None
+    class_names: tuple[str, ...] | None = None
+
+    @property
+    def channels(self) -> int:
+        return self.shape[0]
 
 
 @dataclass
@@ -106,7 +123,7 @@ class EpochBatchSampler(torch.utils.data.Sampler):
 
     def _batches(self) -> list[torch.Tensor]:
         if self.shuffle:
-            order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch))
+            order = torch.randperm(self.n, generator=seeded_generator("cpu", self.seed, "order", self.epoch))
         else:
             order = torch.arange(self.n)
         if self.device is not None:
@@ -164,7 +181,8 @@ class ImageDataModule(L.LightningDataModule):
     name = "images"
     num_classes: int | None = None
 
-    def __init__(self, data_dir: str, batch_size: int = 128, num_workers: int = 0, val_fraction: float = 0.1,
+    def __init__(self, data_dir: str | Path, batch_size: PositiveInt = 128, num_workers: NonNegativeInt = 0,
+                 val_fraction: Fraction = 0.1,
                  seed: int = 0, in_memory: bool = True, cache_dir: str | None = None, download: bool = True,
                  pin_memory: bool | None = None, drop_last: bool = False, on_device: bool | str = "auto"):
         super().__init__()
@@ -181,6 +199,7 @@ class ImageDataModule(L.LightningDataModule):
         self.splits: dict[str, Split] = {}
         self.device_splits: dict[str, Split] = {}  # copies of `splits` on the accelerator (on_device)
         self.sample_sets: dict[str, Dataset] = {}
+        self._spec: DataSpec | None = None
 
     # --- what subclasses provide -------------------------------------------------------------------------------
     def samples(self, split: str) -> Dataset:
@@ -206,6 +225,10 @@ class ImageDataModule(L.LightningDataModule):
         if cache is not None:
             atomic_torch_save((loaded.images, loaded.labels), cache)
         return loaded
+
+    def class_names(self) -> tuple[str, ...] | None:
+        """Names of the classes, in label order (None: unknown or unlabelled)."""
+        return None
 
     def cache_key(self) -> str | None:
         """A string that changes whenever the decoded tensors would (source files, image size...); None: no cache."""
@@ -244,7 +267,7 @@ class ImageDataModule(L.LightningDataModule):
 
     def _val_split(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         n_val = max(1, round(n * self.val_fraction))
-        perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed))
+        perm = torch.randperm(n, generator=seeded_generator("cpu", self.seed, "val_split"))
         return perm[n_val:].sort().values, perm[:n_val].sort().values
 
     def split_size(self, split: str) -> int:
@@ -263,6 +286,16 @@ class ImageDataModule(L.LightningDataModule):
             self.setup()
         return tuple(self.splits["test"].images.shape[1:]) if not self.sample_sets else \
             tuple(self.sample_sets["test"][0][0].shape)
+
+    @property
+    def spec(self) -> DataSpec:
+        """Shape and classes, computed once: from the config where the dataset knows them (MNIST, flowers, a
+        folder's file listing), else from the data this module reads anyway (nothing is decoded twice)."""
+        if self._spec is None:
+            names = self.class_names()
+            shape = tuple(int(s) for s in self.image_shape)
+            self._spec = DataSpec(shape, len(names) if names else self.num_classes, names)
+        return self._spec
 
     def batch_device(self) -> torch.device | None:
         """The accelerator the in-memory splits are kept on, or None (batches are built on the CPU and Lightning

@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader
 from aelab.data.base import EpochBatchSampler, IndexedBatches, Split
 from aelab.data.mnist import MNISTDataModule
 from aelab.errors import check
+from aelab.seeds import derive_seed, seeded_generator
 
 
 def binarize(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -24,8 +25,7 @@ def binarize(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 
 
 def batch_seed(seed: int, epoch: int, first_index: int) -> int:
-    # distinct for every (epoch, index) of a run: index < 1_000_033, epoch < 1_000_003
-    return ((seed * 1_000_003 + epoch) * 1_000_033 + first_index) % (2**63 - 1)
+    return derive_seed(seed, "binarize", epoch, first_index)
 
 
 class SeededBatchSampler(EpochBatchSampler):
@@ -56,9 +56,9 @@ class BinarizedMNISTDataModule(MNISTDataModule):
         fresh = not self.splits
         super().setup(stage)
         if fresh:  # one fixed binarization of val and test; train keeps its grey levels for the dynamic draws
-            for offset, split in enumerate(("val", "test"), start=1):
+            for split in ("val", "test"):
                 s = self.splits[split]
-                gen = torch.Generator().manual_seed(self.eval_seed * 1_000_003 + offset)
+                gen = seeded_generator("cpu", self.eval_seed, "binarize", split)
                 self.splits[split] = Split(binarize(s.images, gen), s.labels)
 
     def train_dataloader(self) -> DataLoader:  # binarized on the CPU (its seeded draws): on_device serves val/test
@@ -73,5 +73,5 @@ class BinarizedMNISTDataModule(MNISTDataModule):
     def fixed_batch(self, split: str = "val", n: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
         images, labels = super().fixed_batch(split, n)
         if split == "train":  # figures of training images: one fixed binarization, like val and test
-            images = binarize(images, torch.Generator().manual_seed(self.eval_seed * 1_000_003))
+            images = binarize(images, seeded_generator("cpu", self.eval_seed, "binarize", "train"))
         return images, labels

@@ -52,6 +52,9 @@ class FlowersDataModule(ImageDataModule):
     def expected_shape(self):
         return (3, self.image_size, self.image_size)
 
+    def class_names(self) -> tuple[str, ...]:
+        return tuple(torchvision.datasets.Flowers102.classes)
+
     def load(self, split: str) -> Split:
         try:
             return super().load(split)

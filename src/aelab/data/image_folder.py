@@ -16,6 +16,7 @@ from torchvision.transforms import v2
 
 from aelab.data.base import ImageDataModule
 from aelab.errors import DataError, check
+from aelab.seeds import seeded_generator
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
@@ -65,10 +66,10 @@ class ImageFolderDataModule(ImageDataModule):
             raise DataError(f"image_folder: {len(unreadable)} unreadable image(s) in {self.data_dir}: {shown}; "
                             "remove or replace them")
         classes = sorted({f.relative_to(self.data_dir).parts[0] for f in files if f.parent != self.data_dir})
-        self.num_classes = max(1, len(classes))
+        self.num_classes, self._classes = max(1, len(classes)), tuple(classes) or None
         labels = [classes.index(f.relative_to(self.data_dir).parts[0]) if f.parent != self.data_dir else 0
                   for f in files]
-        perm = torch.randperm(len(files), generator=torch.Generator().manual_seed(self.seed + 1)).tolist()
+        perm = torch.randperm(len(files), generator=seeded_generator("cpu", self.seed, "test_split")).tolist()
         n_test = max(1, round(len(files) * self.test_fraction))
         mode = "L" if self.channels == 1 else "RGB"
         pick = lambda idx: ImageFiles([files[i] for i in sorted(idx)], [labels[i] for i in sorted(idx)], mode,
@@ -78,6 +79,11 @@ class ImageFolderDataModule(ImageDataModule):
 
     def expected_shape(self):
         return (self.channels, self.image_size, self.image_size)
+
+    def class_names(self) -> tuple[str, ...] | None:
+        """The class sub-folders' names (None for a flat folder: one unnamed class)."""
+        self._scan()
+        return self._classes
 
     def samples(self, split: str) -> Dataset:
         return self._scan()[split]

@@ -82,6 +82,9 @@ class MNISTDataModule(ImageDataModule):
     def expected_shape(self):
         return (1, 28, 28)
 
+    def class_names(self) -> tuple[str, ...]:
+        return tuple(self.torchvision_class.classes)
+
     def load(self, split: str) -> Split:
         prefix = _PREFIX[split]
         images = read_idx(self._find(f"{prefix}-images-idx3-ubyte"))

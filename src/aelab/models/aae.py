@@ -1,9 +1,9 @@
 """Adversarial autoencoder (Makhzani et al., 2015): a deterministic autoencoder whose codes are pushed towards the
 prior N(0, I) by a discriminator on latent codes, instead of a KL term.
 
-The discriminator really trains: the module switches to manual optimisation for models with `adversarial = True`
-and, per training batch, first steps the discriminator on `discriminator_loss(batch)` (prior samples = real,
-encoded codes = fake), then steps encoder + decoder on `loss(batch)` = reconstruction + adv_weight * generator loss.
+The discriminator really trains: the model owns its training step (two optimizers, manual optimisation) and, per
+training batch, first steps the discriminator on `discriminator_loss(batch)` (prior samples = real, encoded codes =
+fake), then steps encoder + decoder on `loss(batch)` = reconstruction + adv_weight * generator loss.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from aelab.errors import check
-from aelab.models.base import Autoencoder, Batch, LossTerms, reconstruction_loss
+from aelab.adapters import step_uncounted
+from aelab.models.base import Autoencoder, Batch, LossTerms, TwoOptimizerTraining, reconstruction_loss
 from aelab.models.layers import ConvDecoder, ConvEncoder, mlp
 
 ARCHS = ("conv", "dense")
@@ -33,7 +34,7 @@ class DiscriminatorTerms:
         return dict(self.extras)
 
 
-class AdversarialAutoencoder(Autoencoder):
+class AdversarialAutoencoder(TwoOptimizerTraining, Autoencoder):
     """Encoder -> code of `latent_dim` -> decoder, plus an MLP discriminator on codes.
 
     arch=conv: conv stages (`channels`) + dense bottleneck; arch=dense: `hidden` widths. `adv_weight` scales the
@@ -42,8 +43,7 @@ class AdversarialAutoencoder(Autoencoder):
     steps; with reduction=mean and adv_weight=1 the discriminator won (d_acc ~ 1).
     """
 
-    generative = True
-    adversarial = True  # tells the module to train the discriminator with its own optimizer
+    samples = True
 
     def __init__(self, *args, arch: str = "conv", latent_dim: int = 8, channels: list[int] = (32, 64),
                  hidden: list[int] = (512,), disc_hidden: list[int] = (256, 256), adv_weight: float = 1.0,
@@ -72,12 +72,25 @@ class AdversarialAutoencoder(Autoencoder):
                                          nn.Unflatten(1, self.output_shape))
         self.discriminator = mlp([latent_dim, *disc_hidden, 1])  # one logit: "drawn from the prior"
 
-    # --- parameter groups: the module builds one optimizer for each ----------------------------------------------
-    def autoencoder_parameters(self) -> list[nn.Parameter]:
-        return [*self.encoder.parameters(), *self.decoder.parameters()]
+    # --- optimisation: one optimizer for the autoencoder, one for the discriminator -------------------------------
+    def parameter_groups(self) -> list[list[nn.Parameter]]:
+        return [[*self.encoder.parameters(), *self.decoder.parameters()], list(self.discriminator.parameters())]
 
-    def discriminator_parameters(self) -> list[nn.Parameter]:
-        return list(self.discriminator.parameters())
+    def training_step(self, batch: Batch, step: int, module) -> LossTerms:
+        """Discriminator step, then autoencoder (generator) step; returns the autoencoder's terms with the
+        discriminator's d_loss / d_acc added, so the module logs them as it logs any model's terms."""
+        opt_ae, opt_d = module.optimizers()
+        d_terms = self.discriminator_loss(batch)
+        opt_d.zero_grad()
+        module.manual_backward(d_terms.loss)
+        step_uncounted(module.trainer, opt_d)  # global_step counts batches, as with one optimizer
+        with module.toggled_optimizer(opt_ae):  # no gradients into the discriminator from the generator loss
+            terms = self.loss(batch, step=step)
+            opt_ae.zero_grad()
+            module.manual_backward(terms.loss)
+            opt_ae.step()
+        terms.extras.update(d_terms.logged())
+        return terms
 
     # --- losses -------------------------------------------------------------------------------------------------
     def _prior(self, like: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -99,7 +112,7 @@ class AdversarialAutoencoder(Autoencoder):
         return DiscriminatorTerms(loss=loss, extras={"d_loss": loss.detach(), "d_acc": acc})
 
     def loss(self, batch: Batch, step: int = 0) -> LossTerms:
-        z = self.encode(batch.input)
+        z = self.encode(batch.input, batch.label)
         logits = self.decode(z)
         recon = reconstruction_loss(logits, batch.target, self.recon_kind, self.reduction)
         fooled = self.discriminator(z)
@@ -113,7 +126,7 @@ class AdversarialAutoencoder(Autoencoder):
         return LossTerms(loss=recon + self.adv_weight * g_loss, recon_loss=recon, output=torch.sigmoid(logits),
                          extras=extras)
 
-    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample(self, n: int, generator: torch.Generator | None = None, labels=None) -> torch.Tensor:
         """Images decoded from z ~ N(0, I), the prior the discriminator matched the codes to."""
         device = next(self.parameters()).device
         z = torch.randn((n, self.latent_dim), generator=generator, device=device)

@@ -5,6 +5,7 @@ from torch import nn
 from aelab.errors import check
 from aelab.models.base import Autoencoder
 from aelab.models.layers import ConvDecoder, ConvEncoder
+from aelab.types import PositiveInt
 
 
 class ConvAutoencoder(Autoencoder):
@@ -14,7 +15,7 @@ class ConvAutoencoder(Autoencoder):
     size (latent_dim=2 gives the lesson's 2-d latent plotted by class).
     """
 
-    def __init__(self, *args, channels: list[int] = (16, 8, 8), latent_dim: int | None = None,
+    def __init__(self, *args, channels: list[PositiveInt] = (16, 8, 8), latent_dim: PositiveInt | None = None,
                  batch_norm: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
         check(latent_dim is None or (isinstance(latent_dim, int) and latent_dim >= 1),

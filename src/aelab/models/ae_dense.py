@@ -5,12 +5,13 @@ from torch import nn
 from aelab.errors import check
 from aelab.models.base import Autoencoder
 from aelab.models.layers import mlp
+from aelab.types import PositiveInt
 
 
 class DenseAutoencoder(Autoencoder):
     """Fully connected autoencoder: flatten -> hidden widths -> latent_dim -> reversed widths -> image."""
 
-    def __init__(self, *args, hidden: list[int] = (256,), latent_dim: int = 32, **kwargs):
+    def __init__(self, *args, hidden: list[PositiveInt] = (256,), latent_dim: PositiveInt = 32, **kwargs):
         super().__init__(*args, **kwargs)
         check(isinstance(latent_dim, int) and latent_dim >= 1, f"model.latent_dim must be an integer >= 1, got {latent_dim!r}")
         hidden = list(hidden)

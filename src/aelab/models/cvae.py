@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from aelab.errors import check
-from aelab.models.base import Batch, LossTerms, VariationalAutoencoder
+from aelab.models.base import VariationalAutoencoder
 from aelab.models.layers import ConvDecoder, ConvEncoder, mlp
 
 ARCHS = ("dense", "conv")
@@ -25,6 +25,7 @@ class ConditionalVAE(VariationalAutoencoder):
     stages. Every method that encodes or decodes takes the labels (int64 [B])."""
 
     conditional = True
+    likelihood = True  # the VAE's estimator with each image's own label: -log p(x | y)
 
     def __init__(self, *args, arch: str = "dense", hidden: list[int] = (512,), channels: list[int] = (32, 64),
                  batch_norm: bool = False, **kwargs):
@@ -64,26 +65,8 @@ class ConditionalVAE(VariationalAutoencoder):
         mean, log_var = self.encoder(torch.cat([h, self.one_hot(labels, h)], 1)).chunk(2, dim=1)
         return mean, log_var
 
-    def encode(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        return self.posterior(x, labels)[0]
-
     def decode(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         return self.decoder(torch.cat([z, self.one_hot(labels, z)], 1))
-
-    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        return torch.sigmoid(self.decode(self.encode(x, labels), labels))
-
-    def reconstruct(self, batch: Batch) -> torch.Tensor:
-        return self(batch.input, batch.label)
-
-    def loss(self, batch: Batch, step: int = 0) -> LossTerms:
-        mean, log_var = self.posterior(batch.input, batch.label)
-        logits = self.decode(self.reparameterize(mean, log_var), batch.label)
-        return self.elbo_terms(mean, log_var, logits, batch.target, step)
-
-    @property
-    def latent_size(self) -> int:
-        return self.latent_dim
 
     def sample(self, n: int, generator: torch.Generator | None = None, labels=None) -> torch.Tensor:
         """Images decoded from z ~ N(0, I) for the given classes; labels=None cycles 0, 1, ..., num_classes-1."""

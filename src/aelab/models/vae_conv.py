@@ -4,12 +4,16 @@ from torch import nn
 
 from aelab.models.base import VariationalAutoencoder
 from aelab.models.layers import ConvDecoder, ConvEncoder
+from aelab.types import PositiveInt
 
 
 class ConvVAE(VariationalAutoencoder):
     """The lesson's assignment: the conv autoencoder turned into a VAE (dense heads for z_mean / z_log_var)."""
 
-    def __init__(self, *args, channels: list[int] = (32, 64), hidden: int = 128, batch_norm: bool = False, **kwargs):
+    likelihood = True  # one Gaussian latent layer, N(0, I) prior: the VAE's estimator holds
+
+    def __init__(self, *args, channels: list[PositiveInt] = (32, 64), hidden: PositiveInt = 128,
+                 batch_norm: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
         channels = list(channels)
         conv = ConvEncoder(self.input_shape[0], channels, batch_norm)

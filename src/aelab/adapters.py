@@ -1,0 +1,42 @@
+"""Every place aelab relies on a private API or patches a library, in one module; tests/test_adapters.py pins
+the behaviour each one relies on, so a Lightning, TensorBoard or Optuna upgrade that changes it fails there first,
+not deep inside a run."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
+
+import torch
+
+
+def logs_this_step(trainer) -> bool:
+    """Whether Lightning writes this training step's logged values to the logger (every log_every_n_steps).
+    Lightning keeps the test private (`_logger_connector.should_update_logs`); without it, every step counts."""
+    connector = getattr(trainer, "_logger_connector", None)
+    return bool(getattr(connector, "should_update_logs", True))
+
+
+def step_uncounted(trainer, optimizer: torch.optim.Optimizer) -> None:
+    """Step an optimizer through the strategy (precision plugin included) but not through LightningOptimizer.step,
+    which counts every call in trainer.global_step: a second optimizer per batch would then double every step
+    count (max_steps, warm-ups, checkpoint intervals, log_every_n_steps)."""
+    trainer.strategy.optimizer_step(getattr(optimizer, "optimizer", optimizer), closure=lambda: None)
+
+
+def tensorboard_file_writer(writer):
+    """The SummaryWriter's underlying FileWriter: the hparams plugin's summaries must be written as raw protobufs,
+    which SummaryWriter only exposes through this private accessor."""
+    return writer._get_file_writer()
+
+
+@contextmanager
+def wrapped_attribute(owner: Any, name: str, wrap: Callable[[Any], Any]) -> Iterator[None]:
+    """Replace `owner.name` by `wrap(original)` inside the block and restore it afterwards (used to wrap
+    optuna.create_study, which hydra-optuna-sweeper calls with no hook of its own)."""
+    original = getattr(owner, name)
+    setattr(owner, name, wrap(original))
+    try:
+        yield
+    finally:
+        setattr(owner, name, original)
