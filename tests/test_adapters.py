@@ -1,0 +1,94 @@
+"""The behaviour aelab.adapters relies on in Lightning, TensorBoard and Optuna, pinned: an upgrade that changes it
+fails here, naming the adapter, instead of silently logging every step or double-counting steps."""
+
+from __future__ import annotations
+
+import types
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from aelab.adapters import logs_this_step, step_uncounted, tensorboard_file_writer, wrapped_attribute
+
+
+def loader(n: int = 8):
+    return DataLoader(TensorDataset(torch.randn(n, 3)), batch_size=1)
+
+
+def trainer(**kwargs) -> L.Trainer:
+    return L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+                     enable_checkpointing=False, **kwargs)
+
+
+class Recorder(L.LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.net, self.due = torch.nn.Linear(3, 1), []
+
+    def training_step(self, batch, batch_idx):
+        self.due.append(logs_this_step(self.trainer))
+        return self.net(batch[0]).square().mean()
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def test_logs_this_step_follows_log_every_n_steps():
+    module = Recorder()
+    t = trainer(max_epochs=1, log_every_n_steps=3)
+    t.fit(module, loader(8))
+    assert hasattr(t._logger_connector, "should_update_logs")  # the private test still exists
+    assert module.due == [(i + 1) % 3 == 0 for i in range(8)]
+
+
+class TwoOptimizers(L.LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = torch.nn.Linear(3, 1), torch.nn.Linear(3, 1)
+        self.automatic_optimization = False
+
+    def training_step(self, batch, batch_idx):
+        opt_a, opt_b = self.optimizers()
+        for opt, net, counted in ((opt_b, self.b, False), (opt_a, self.a, True)):
+            opt.zero_grad()
+            self.manual_backward(net(batch[0]).square().mean())
+            opt.step() if counted else step_uncounted(self.trainer, opt)
+
+    def configure_optimizers(self):
+        return [torch.optim.SGD(self.a.parameters(), lr=0.1), torch.optim.SGD(self.b.parameters(), lr=0.1)]
+
+
+def test_step_uncounted_steps_the_optimizer_without_counting_a_global_step():
+    module = TwoOptimizers()
+    before = module.b.weight.detach().clone()
+    t = trainer(max_epochs=1)
+    t.fit(module, loader(5))
+    assert t.global_step == 5  # one per batch, as with one optimizer (LightningOptimizer.step would give 10)
+    assert not torch.equal(module.b.weight, before)  # and the uncounted optimizer really stepped
+
+
+def test_tensorboard_file_writer_takes_raw_summaries(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+    from torch.utils.tensorboard.summary import hparams
+
+    writer = SummaryWriter(str(tmp_path))
+    start, _, end = hparams({"lr": 0.1}, {"val/loss": 0.0})
+    file_writer = tensorboard_file_writer(writer)
+    file_writer.add_summary(start)
+    file_writer.add_summary(end)
+    writer.close()
+    assert any(p.name.startswith("events.out.tfevents") for p in tmp_path.iterdir())
+
+
+def test_wrapped_attribute_wraps_inside_the_block_only():
+    owner = types.SimpleNamespace(create=lambda x: x + 1)
+    with wrapped_attribute(owner, "create", lambda original: lambda x: original(x) * 10):
+        assert owner.create(1) == 20
+    assert owner.create(1) == 2
+
+
+def test_optuna_still_has_the_create_study_the_sweeper_wraps():
+    import optuna
+
+    assert callable(optuna.create_study)
