@@ -67,3 +67,20 @@ def test_aelab_train_runs_on_the_gpu(run_train, precision):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics and all(math.isfinite(v) for v in metrics.values() if isinstance(v, float))
     assert any(k.startswith("test/") for k in metrics)
+
+
+def test_binarized_training_batches_are_drawn_on_the_device(data_dir):
+    from aelab.data import BinarizedMNISTDataModule
+
+    dm = BinarizedMNISTDataModule(str(data_dir), batch_size=64, seed=1)  # on_device=auto
+    dm.setup("fit")
+    cuda = torch.device("cuda", torch.cuda.current_device())
+    module = AutoencoderModule(ConvAutoencoder((1, 28, 28), (1, 28, 28)), seed=0)
+    probe = WhereBatchesAre()
+    trainer = L.Trainer(accelerator="gpu", devices=1, max_epochs=1, limit_train_batches=3, limit_val_batches=1,
+                        logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, callbacks=[probe])
+    trainer.fit(module, datamodule=dm)
+    assert probe.raw == {"cuda"} and dm.device_splits["train"].images.device == cuda
+    images, _ = dm.on_after_batch_transfer(next(iter(dm.dataloader("train", cuda))), 0)
+    assert images.device == cuda and set(images.unique().tolist()) <= {0, 255}

@@ -160,19 +160,26 @@ def binarized(data_dir, seed=0, **kw) -> BinarizedMNISTDataModule:
     return dm
 
 
+def delivered(dm, raw):
+    """A training batch as the model receives it: binarized after the transfer to its device."""
+    return dm.on_after_batch_transfer(raw, 0)
+
+
 def train_image(dm, epoch: int, index: int) -> torch.Tensor:
-    """Training image `index` as the loader delivers it in `epoch`."""
+    """Training image `index` as the model receives it in `epoch`."""
     loader = dm.train_dataloader()
     loader.sampler.set_epoch(epoch)
     for item in loader.sampler:
         if index in item[1]:
-            return loader.dataset[item][0][item[1].index(index)]
+            return delivered(dm, loader.dataset[item])[0][item[1].tolist().index(index)]
     raise AssertionError(f"image {index} not in epoch {epoch}")
 
 
 def test_binarized_mnist_training_draws(data_dir):
     dm = binarized(data_dir, seed=1)
-    images, labels = next(iter(dm.train_dataloader()))
+    grey_batch = next(iter(dm.train_dataloader()))
+    assert len(grey_batch) == 3 and set(grey_batch[0].unique().tolist()) != {0, 255}  # binarized after transfer
+    images, labels = delivered(dm, grey_batch)
     assert images.dtype == torch.uint8 and images.shape == (64, 1, 28, 28) and labels.dtype == torch.long
     assert set(images.unique().tolist()) == {0, 255}
     grey = dm.splits["train"].images[:1]
@@ -184,7 +191,7 @@ def test_binarized_mnist_training_draws(data_dir):
     assert torch.equal(train_image(again, 0, 0), e0) and torch.equal(train_image(again, 1, 0), e1)
     assert not torch.equal(train_image(binarized(data_dir, seed=2), 0, 0), e0)
     # Bernoulli(p = pixel / 255): over a batch the white fraction matches the mean grey level
-    first = next(iter(dm.train_dataloader()))[0]
+    first = delivered(dm, next(iter(dm.train_dataloader())))[0]
     loader = dm.train_dataloader()
     idx = next(iter(loader.sampler))[1]
     p = dm.splits["train"].images[idx].float().mean() / 255

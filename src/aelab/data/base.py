@@ -318,23 +318,35 @@ class ImageDataModule(L.LightningDataModule):
     def dataloader(self, split: str, device: torch.device | None = None) -> DataLoader:
         """Batches of one split ("train" shuffled, "val"/"test" in order); with `device`, the split is copied there
         once and batches are built there (no workers, no pinning: nothing crosses the bus per batch)."""
+        resident = self.resident(split, device)
+        sampler = self.sampler(split, EpochBatchSampler, device=device if resident is not None else None)
+        if resident is not None:
+            return DataLoader(IndexedBatches(resident), sampler=sampler, batch_size=None)
+        batches = SampleBatches(self.sample_sets[split]) if self.sample_sets else IndexedBatches(self.splits[split])
+        return DataLoader(batches, sampler=sampler, batch_size=None, **self.loader_options())
+
+    def resident(self, split: str, device: torch.device | None) -> Split | None:
+        """The in-memory split copied to `device` once (kept for later epochs), or None (no device, or per-sample
+        data)."""
+        if device is None or self.sample_sets:
+            return None
+        resident = self.device_splits.get(split)
+        if resident is None or resident.images.device != device:
+            resident = self.device_splits[split] = self.splits[split].to(device)
+        return resident
+
+    def sampler(self, split: str, kind: type[EpochBatchSampler] = EpochBatchSampler,
+                device: torch.device | None = None) -> EpochBatchSampler:
+        """The split's seeded batch sampler ("train" shuffled, with drop_last if set), sharded by the DDP rank."""
         trainer = getattr(self, "trainer", None)
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         shuffle = split == "train"
-        resident = None
-        if device is not None and not self.sample_sets:
-            resident = self.device_splits.get(split)
-            if resident is None or resident.images.device != device:
-                resident = self.device_splits[split] = self.splits[split].to(device)
-        sampler = EpochBatchSampler(self.split_size(split), self.batch_size, shuffle, self.seed,
-                                    drop_last=self.drop_last and shuffle, rank=rank, world_size=world,
-                                    device=device if resident is not None else None)
-        if resident is not None:
-            return DataLoader(IndexedBatches(resident), sampler=sampler, batch_size=None)
-        common = dict(num_workers=self.num_workers, pin_memory=self.pin_memory,
-                      persistent_workers=self.num_workers > 0)
-        batches = SampleBatches(self.sample_sets[split]) if self.sample_sets else IndexedBatches(self.splits[split])
-        return DataLoader(batches, sampler=sampler, batch_size=None, **common)
+        return kind(self.split_size(split), self.batch_size, shuffle, self.seed, drop_last=self.drop_last and shuffle,
+                    rank=rank, world_size=world, device=device)
+
+    def loader_options(self) -> dict:
+        """DataLoader settings for batches built on the CPU (workers, pinned memory for the copy)."""
+        return dict(num_workers=self.num_workers, pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:
         return self.dataloader("train", self.batch_device())

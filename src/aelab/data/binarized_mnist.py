@@ -1,10 +1,11 @@
 """Binarized MNIST: each pixel drawn from Bernoulli(p = pixel / 255), the usual set-up for likelihood comparisons.
 
-Training images are binarized afresh for every batch ("dynamic binarization"); the draw is seeded by
-(data.seed, epoch, the batch's first image index), so it does not depend on workers or devices and a resumed run
-replays the same images. Validation and test hold one binarization made once with `eval_seed` (independent of the
-run's seed: every run is scored on the same test images). Batches stay uint8 in {0, 255}, so the rest of the
-pipeline (to_float, corruptions, metrics) is unchanged.
+Training images are binarized afresh for every batch ("dynamic binarization") where the batch already is: on the
+GPU when the splits live there (data.on_device), after the transfer otherwise, so no per-batch work waits on the
+CPU. The draw is seeded by (data.seed, epoch, the batch's position in the epoch), so it does not depend on workers
+and a resumed run replays the same images. Validation and test hold one binarization made once with `eval_seed`
+(independent of the run's seed: every run is scored on the same test images). Batches stay uint8 in {0, 255}, so
+the rest of the pipeline (to_float, corruptions, metrics) is unchanged.
 """
 
 from __future__ import annotations
@@ -19,28 +20,26 @@ from aelab.seeds import derive_seed, seeded_generator
 
 
 def binarize(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """uint8 grey levels -> uint8 {0, 255}: white with probability pixel / 255."""
-    white = torch.rand(images.shape, generator=generator) * 255 < images.float()
+    """uint8 grey levels -> uint8 {0, 255}: white with probability pixel / 255 (drawn on the images' device)."""
+    white = torch.rand(images.shape, generator=generator, device=images.device) * 255 < images.float()
     return white.to(torch.uint8).mul_(255)
 
 
-def batch_seed(seed: int, epoch: int, first_index: int) -> int:
-    return derive_seed(seed, "binarize", epoch, first_index)
-
-
 class SeededBatchSampler(EpochBatchSampler):
-    """EpochBatchSampler whose items also carry the seed of the batch's binarization (computed in the main process,
-    so worker processes need no knowledge of the epoch)."""
+    """EpochBatchSampler whose items also carry the seed of the batch's binarization, from the batch's position in
+    the whole epoch (not this rank's share), computed without reading the indices (they may live on the GPU)."""
 
     def __iter__(self):
-        return ((batch_seed(self.seed, self.epoch, int(b[0])), b.tolist()) for b in self._batches())
+        for i, index in enumerate(self._batches()):
+            yield derive_seed(self.seed, "binarize", self.epoch, self.rank + i * self.world_size), index
 
 
-class BinarizedBatches(IndexedBatches):
-    def __getitem__(self, item: tuple[int, list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+class GreyBatches(IndexedBatches):
+    """(grey images, labels, seed): the binarization itself waits until the batch is on the model's device."""
+
+    def __getitem__(self, item: tuple[int, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, int]:
         seed, index = item
-        images, labels = super().__getitem__(index)
-        return binarize(images, torch.Generator().manual_seed(seed)), labels
+        return (*super().__getitem__(index), seed)
 
 
 class BinarizedMNISTDataModule(MNISTDataModule):
@@ -61,14 +60,20 @@ class BinarizedMNISTDataModule(MNISTDataModule):
                 gen = seeded_generator("cpu", self.eval_seed, "binarize", split)
                 self.splits[split] = Split(binarize(s.images, gen), s.labels)
 
-    def train_dataloader(self) -> DataLoader:  # binarized on the CPU (its seeded draws): on_device serves val/test
-        trainer = getattr(self, "trainer", None)
-        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-        sampler = SeededBatchSampler(self.split_size("train"), self.batch_size, True, self.seed,
-                                     drop_last=self.drop_last, rank=rank, world_size=world)
-        return DataLoader(BinarizedBatches(self.splits["train"]), sampler=sampler, batch_size=None,
-                          num_workers=self.num_workers, pin_memory=self.pin_memory,
-                          persistent_workers=self.num_workers > 0)
+    def train_dataloader(self) -> DataLoader:
+        device = self.batch_device()
+        resident = self.resident("train", device)
+        sampler = self.sampler("train", SeededBatchSampler, device=device if resident is not None else None)
+        if resident is not None:
+            return DataLoader(GreyBatches(resident), sampler=sampler, batch_size=None)
+        return DataLoader(GreyBatches(self.splits["train"]), sampler=sampler, batch_size=None, **self.loader_options())
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        """Training batches arrive grey with their seed: binarize them here, on the device they are on."""
+        if len(batch) == 3:
+            images, labels, seed = batch
+            return binarize(images, seeded_generator(images.device, seed)), labels
+        return batch
 
     def fixed_batch(self, split: str = "val", n: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
         images, labels = super().fixed_batch(split, n)
