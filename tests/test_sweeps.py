@@ -23,7 +23,7 @@ from omegaconf import OmegaConf
 from aelab.compare import collect_jobs, compare
 from aelab.config import CONFIG_DIR
 from aelab.sweep import (SweepReport, _failure_tolerant, _nan_for_failed, available_cores, configure_job,
-                         job_threads, parallel_jobs)
+                         gpu_share, job_threads, parallel_jobs)
 from conftest import compose_cfg, run_app_inprocess
 
 BIN = Path(sys.executable).parent
@@ -58,6 +58,12 @@ def hparams_of(run_dir: Path) -> dict:
 # --- unit tests ---------------------------------------------------------------------------------------------------
 def joblib_launcher(n_jobs: int):
     return OmegaConf.create({"_target_": JOBLIB, "n_jobs": n_jobs})
+
+
+def test_parallel_jobs_split_one_gpu_memory_between_them():
+    assert gpu_share(None) is None and gpu_share(joblib_launcher(1)) is None  # a job alone has the whole GPU
+    assert gpu_share(joblib_launcher(4)) == pytest.approx(0.95 / 4)
+    assert gpu_share(joblib_launcher(8)) * 8 < 1  # room left for the CUDA contexts
 
 
 def test_cores_are_split_between_parallel_jobs():

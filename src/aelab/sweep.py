@@ -61,11 +61,24 @@ def job_threads(threads: int | None, launcher: DictConfig | None) -> int | None:
     return max(1, available_cores() // n) if n > 1 else None
 
 
+def gpu_share(launcher: DictConfig | None) -> float | None:
+    """The fraction of one GPU's memory a job may take when parallel jobs share it (None: the job has it alone).
+    Each job keeps its data on the device (data.on_device) and its own CUDA context, so n jobs get 1/n each, a
+    little less to leave room for the contexts themselves."""
+    n = parallel_jobs(launcher)
+    return 0.95 / n if n > 1 else None
+
+
 def configure_job(cfg: DictConfig) -> None:
-    """Apply CPU settings at the start of a job (aelab-train calls this before building anything)."""
+    """Apply CPU and GPU settings at the start of a job (aelab-train calls this before building anything)."""
     import torch
 
     launcher = _launcher()
+    share = gpu_share(launcher)
+    if share is not None and torch.cuda.is_available():
+        # one job's allocations can no longer starve the others: past its share it fails with an OOM of its own
+        torch.cuda.set_per_process_memory_fraction(share)
+        log.info("GPU memory: at most %.0f%% per job (%d parallel jobs)", 100 * share, parallel_jobs(launcher))
     threads = job_threads(cfg.get("threads"), launcher)
     if threads is not None:
         torch.set_num_threads(threads)

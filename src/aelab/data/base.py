@@ -311,9 +311,18 @@ class ImageDataModule(L.LightningDataModule):
             if device.type != "cuda":
                 return None
             need = sum(s.nbytes for s in self.splits.values())
-            if need > torch.cuda.mem_get_info(device)[0] // 4:
+            if need > self.device_budget(device):
                 return None
         return device
+
+    @staticmethod
+    def device_budget(device: torch.device) -> int:
+        """Bytes of the GPU the splits may take (on_device=auto): a quarter of what this job may use, i.e. of the
+        free memory, or of its share when parallel sweep jobs share the GPU (aelab.sweep.gpu_share)."""
+        free, total = torch.cuda.mem_get_info(device)
+        fraction = torch.cuda.get_per_process_memory_fraction(device) \
+            if hasattr(torch.cuda, "get_per_process_memory_fraction") else 1.0
+        return int(min(free, fraction * total)) // 4
 
     def dataloader(self, split: str, device: torch.device | None = None) -> DataLoader:
         """Batches of one split ("train" shuffled, "val"/"test" in order); with `device`, the split is copied there
