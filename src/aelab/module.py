@@ -38,7 +38,7 @@ class AutoencoderModule(L.LightningModule):
     def __init__(self, model: Autoencoder, corruption: Corruption | None = None,
                  optimizer: Callable[..., torch.optim.Optimizer] | None = None,
                  scheduler: Callable[..., Any] | None = None, seed: int = 0, train_metrics_every: int = 10,
-                 run_info: dict | None = None):
+                 run_info: dict | None = None, capture_step: bool = False):
         super().__init__()
         self.model = model
         self.corruption = corruption or Identity()
@@ -49,6 +49,7 @@ class AutoencoderModule(L.LightningModule):
         self._generators: dict[str, torch.Generator] = {}
         self._saved_rng: torch.Tensor | None = None
         self.automatic_optimization = not model.capabilities.own_training_step
+        self.capture_step, self._captured = bool(capture_step), None  # aelab.capture: set up on the device
 
     # --- randomness ---------------------------------------------------------------------------------------------
     def _generator(self, stage: str) -> torch.Generator:
@@ -85,6 +86,11 @@ class AutoencoderModule(L.LightningModule):
             if self._saved_cuda_rng is not None:
                 torch.cuda.set_rng_state(self._saved_cuda_rng)
             self._saved_rng = None
+
+    def on_train_start(self) -> None:
+        from aelab.capture import training_loss
+
+        self._captured = training_loss(self, self.capture_step)
 
     def on_validation_epoch_start(self) -> None:
         self._eval_start("val")
@@ -133,7 +139,9 @@ class AutoencoderModule(L.LightningModule):
         if stage == "train":
             self._seed_train_step(batch_idx)
         batch = self.make_batch(raw, stage)
-        if stage == "train":
+        if stage == "train" and self._captured is not None:
+            terms = self._captured(batch, self.global_step)
+        elif stage == "train":
             terms = self.model.training_step(batch, self.global_step, self)
         else:
             terms = self.model.loss(batch, step=self.global_step)

@@ -72,6 +72,8 @@ class Capabilities:
     conditional        embed / generate / sample read the class label
     likelihood         `nll` is a correct importance-sampling estimate for this exact model
     own_training_step  trains with its own optimizers in `training_step` (manual optimisation)
+    capturable         its `loss` can be recorded once as a CUDA graph and replayed (aelab.capture): tensors in,
+                       tensors out, nothing that depends on the step number
     """
 
     code_size: int | None = None
@@ -79,6 +81,7 @@ class Capabilities:
     conditional: bool = False
     likelihood: bool = False
     own_training_step: bool = False
+    capturable: bool = False
 
 
 def reconstruction_loss(logits: torch.Tensor, target: torch.Tensor, kind: str, reduction: str) -> torch.Tensor:
@@ -129,7 +132,7 @@ class Autoencoder(nn.Module):
     def capabilities(self) -> Capabilities:
         return Capabilities(code_size=math.prod(self.code_shape) if self.has_code else None,
                             samples=self.samples, conditional=self.conditional, likelihood=self.likelihood,
-                            own_training_step=self.own_training_step)
+                            own_training_step=self.own_training_step, capturable=not self.own_training_step)
 
     @property
     def code_shape(self) -> tuple[int, ...]:
@@ -269,8 +272,10 @@ class VariationalAutoencoder(Autoencoder):
     @property
     def capabilities(self) -> Capabilities:
         caps = super().capabilities
-        # a Gaussian-likelihood (mse / l1) decoder gives no probability for the Bernoulli estimator to score
-        return Capabilities(**{**vars(caps), "likelihood": caps.likelihood and self.recon_kind == "bce"})
+        # a Gaussian-likelihood (mse / l1) decoder gives no probability for the Bernoulli estimator to score; a KL
+        # warm-up weighs the KL by the step number, which a recorded graph would freeze
+        return Capabilities(**{**vars(caps), "likelihood": caps.likelihood and self.recon_kind == "bce",
+                               "capturable": caps.capturable and self.kl_warmup_steps == 0})
 
     def posterior(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         mean, log_var = self.encoder(x).chunk(2, dim=1)
