@@ -50,3 +50,14 @@ def test_bad_input_is_one_clear_line_and_no_metrics(tmp_path, args, message):
     assert not (run / "metrics.json").exists()
     if (run / "status.json").exists():
         assert json.loads((run / "status.json").read_text())["state"] == "failed"
+
+
+@pytest.mark.parametrize("override", ["model=vae_conv", "model.latent_dim=3"])
+def test_eval_refuses_a_model_override_in_one_line(tmp_path, override):
+    """aelab-eval's model is the checkpoint's: a model override gets one line saying so, not Hydra's
+    "Could not override 'model'. No match in the defaults list"."""
+    done = cli("aelab-eval", f"ckpt_path={tmp_path / 'best.ckpt'}", override, tmp_path=tmp_path)
+    assert done.returncode == 1
+    assert done.stderr.strip() == (f"aelab-eval: error: {override}: the model comes from the checkpoint (ckpt_path); "
+                                   "aelab-eval takes data=, corruption=, seed=, trainer= and callbacks=")
+    assert not (tmp_path / "outputs").exists()

@@ -6,12 +6,14 @@
 
 from __future__ import annotations
 
+import re
+import sys
 from typing import TYPE_CHECKING
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from aelab.config import CONFIG_DIR
+from aelab.config import CONFIG_PATH, log_through_hydra
 
 if TYPE_CHECKING:  # the heavy imports wait until a run starts, so --help and config errors stay fast
     from aelab.build import RunResult
@@ -55,13 +57,29 @@ def evaluate(cfg: DictConfig, run) -> RunResult:
     return RunResult(metrics, parts, module, trainer)
 
 
-@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="eval")
-def main(cfg: DictConfig) -> float | None:
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="eval")
+def app(cfg: DictConfig) -> float | None:
     from aelab.perf import tune_malloc
     from aelab.runs import run_app
 
+    log_through_hydra()  # each Lightning message once, on the console and in eval.log
     tune_malloc()  # glibc malloc settings that speed up training (AELAB_NO_MALLOC_TUNING=1 opts out)
     return run_app(evaluate, cfg, "aelab-eval")
+
+
+# model=..., +model=..., model.latent_dim=..., ~model: any override of the model group or its keys
+MODEL_OVERRIDE = re.compile(r"^(~|\+\+|\+)?model([.@=]|$)")
+
+
+def main() -> None:
+    """aelab-eval; a model override is refused before Hydra composes eval.yaml, which has no model group and would
+    answer "Could not override 'model'. No match in the defaults list"."""
+    for arg in sys.argv[1:]:
+        if MODEL_OVERRIDE.match(arg):
+            print(f"aelab-eval: error: {arg}: the model comes from the checkpoint (ckpt_path); aelab-eval takes "
+                  "data=, corruption=, seed=, trainer= and callbacks=", file=sys.stderr)
+            raise SystemExit(1)
+    app()
 
 
 if __name__ == "__main__":

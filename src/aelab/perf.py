@@ -163,6 +163,16 @@ class LossProgressBar(TQDMProgressBar):
             metrics["train/loss"] = loss.item()
         return metrics
 
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        """One redraw per update: Lightning's bar redraws for the new count and again for the new metrics (every
+        line twice in a log that captures stdout); here the metrics are set without a redraw and the count draws both."""
+        bar, n = self.train_progress_bar, batch_idx + 1
+        if not self.is_enabled or not (n % self.refresh_rate == 0 or n == bar.total):
+            return
+        bar.set_postfix(self.get_metrics(trainer, pl_module), refresh=False)
+        bar.n = n
+        bar.refresh()
+
 
 def with_progress_bar(callbacks: list, enabled: bool) -> list:
     """Lightning's default TQDM bar recomputes its metrics and redraws after every batch, ~2.5% of a small model's

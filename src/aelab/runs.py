@@ -52,10 +52,13 @@ def read_json(path: Path) -> dict | None:
 
 
 def git_commit() -> str | None:
-    """AELAB_GIT_COMMIT when set (a tree copied to another machine, with or without a stale .git), else the
-    checkout's own commit."""
+    """AELAB_GIT_COMMIT when set (a tree copied to another machine, with or without a stale .git), else the commit
+    of the checkout aelab runs from; nothing for an installed copy (it is not in a repository of its own, and git
+    would name whatever project a virtual environment happens to sit in)."""
     if os.environ.get("AELAB_GIT_COMMIT"):
         return os.environ["AELAB_GIT_COMMIT"]
+    if REPO_ROOT is None or not (REPO_ROOT / ".git").exists():
+        return None
     try:
         out = subprocess.run(["git", "-C", str(REPO_ROOT), "describe", "--always", "--dirty", "--abbrev=40"],
                              capture_output=True, text=True, timeout=10)

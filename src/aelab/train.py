@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from aelab.config import CONFIG_DIR
+from aelab.config import CONFIG_PATH, log_through_hydra
 from aelab.errors import ConfigError
 
 if TYPE_CHECKING:  # the heavy imports wait until a run starts, so --help and config errors stay fast
@@ -77,12 +77,13 @@ def train(cfg: DictConfig, run) -> RunResult:
     return RunResult(metrics, parts, module, trainer)
 
 
-@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")
 def main(cfg: DictConfig) -> float | None:
     from aelab.perf import tune_malloc
     from aelab.runs import run_app
 
     tune_malloc()  # glibc malloc settings that speed up training (AELAB_NO_MALLOC_TUNING=1 opts out)
+    log_through_hydra()  # each Lightning message once, on the console and in train.log
     return run_app(train, cfg, "aelab-train", prepare=resume_config if cfg.get("resume") else None)
 
 
