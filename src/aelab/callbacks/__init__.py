@@ -6,6 +6,7 @@ from aelab.callbacks.figures import (ClassSamples, LatentGrid, LatentInterpolati
 from aelab.callbacks.guards import FiniteLoss, SaveOnInterrupt, TrainingDiverged
 from aelab.callbacks.images import ReconstructionGrid
 from aelab.callbacks.nll import ImportanceSampledNLL
+from aelab.callbacks.probe import EmbeddingProbe
 
-__all__ = ["Baselines", "ClassSamples", "LatentGrid", "LatentInterpolation", "LatentNoise", "LatentScatter",
+__all__ = ["Baselines", "ClassSamples", "EmbeddingProbe", "LatentGrid", "LatentInterpolation", "LatentNoise", "LatentScatter",
            "NoiseInput", "PriorSamples", "FiniteLoss", "SaveOnInterrupt", "TrainingDiverged", "ImportanceSampledNLL", "ReconstructionGrid"]
