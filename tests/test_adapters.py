@@ -1,4 +1,4 @@
-"""The behaviour aelab.adapters relies on in Lightning, TensorBoard and Optuna, pinned: an upgrade that changes it
+"""The behaviour aelab.adapters relies on in Lightning and Optuna, pinned: an upgrade that changes it
 fails here, naming the adapter, instead of silently logging every step or double-counting steps."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from aelab.adapters import logs_this_step, step_uncounted, tensorboard_file_writer, wrapped_attribute
+from aelab.adapters import logs_this_step, step_uncounted, wrapped_attribute
 
 
 def loader(n: int = 8):
@@ -66,19 +66,6 @@ def test_step_uncounted_steps_the_optimizer_without_counting_a_global_step():
     t.fit(module, loader(5))
     assert t.global_step == 5  # one per batch, as with one optimizer (LightningOptimizer.step would give 10)
     assert not torch.equal(module.b.weight, before)  # and the uncounted optimizer really stepped
-
-
-def test_tensorboard_file_writer_takes_raw_summaries(tmp_path):
-    from torch.utils.tensorboard import SummaryWriter
-    from torch.utils.tensorboard.summary import hparams
-
-    writer = SummaryWriter(str(tmp_path))
-    start, _, end = hparams({"lr": 0.1}, {"val/loss": 0.0})
-    file_writer = tensorboard_file_writer(writer)
-    file_writer.add_summary(start)
-    file_writer.add_summary(end)
-    writer.close()
-    assert any(p.name.startswith("events.out.tfevents") for p in tmp_path.iterdir())
 
 
 def test_wrapped_attribute_wraps_inside_the_block_only():

@@ -72,7 +72,7 @@ def test_vae_with_2d_latent_gets_latent_and_generative_figures(run_train):
     assert expected <= tags.keys()
     assert not (ALL_TAGS - expected) & tags.keys()  # not conditional, not super-resolution
     for tag in expected:
-        assert len(tags[tag]) == 2  # end of the validation epoch and end of testing
+        assert len(tags[tag]) == 1 and len(tags[f"test/{tag}"]) == 1  # validation epoch end; testing end: own tag
         image = decoded(tags[tag][-1])
         assert image.shape[0] > 100 and image.shape[1] > 100 and image.std() > 10  # a drawn figure, not a blank
     grid = decoded(tags["figures/latent_grid"][-1])
@@ -91,8 +91,9 @@ def test_super_resolution_gets_the_noise_input_figure_and_no_generative_ones(run
 def test_conditional_vae_gets_one_row_per_class(run_train):
     run = run_train(["model=cvae", "callbacks.latent_scatter.every_n_epochs=0"])
     tags = image_tags(run)
-    assert {"figures/class_samples", "figures/prior_samples", "figures/latent_scatter"} <= tags.keys()
-    assert len(tags["figures/latent_scatter"]) == 1  # every_n_epochs=0: only at the end of testing
+    assert {"figures/class_samples", "figures/prior_samples", "test/figures/latent_scatter"} <= tags.keys()
+    assert "figures/latent_scatter" not in tags  # every_n_epochs=0: only at the end of testing
+    assert len(tags["test/figures/latent_scatter"]) == 1
     assert "figures/interpolation" not in tags and "figures/latent_grid" not in tags
     assert decoded(tags["figures/class_samples"][-1]).shape[0] > 10 * 28  # ten rows of 28-px digits
 
@@ -115,5 +116,5 @@ def test_figures_that_cannot_apply_are_not_handed_to_the_trainer(tmp_path):
     assert figure_names(ConvAutoencoder((1, 14, 14), (1, 28, 28))) == {"LatentScatter", "LatentNoise", "NoiseInput"}
     assert figure_names(DenseVAE((1, 28, 28), (1, 28, 28), latent_dim=2)) == \
         {"LatentScatter", "LatentNoise", "LatentGrid", "PriorSamples", "LatentInterpolation"}
-    assert all(type(c).__name__ in ("ReconstructionGrid", "Baselines", "ModelCheckpoint") or
+    assert all(type(c).__name__ in ("ReconstructionGrid", "Baselines", "ModelCheckpoint", "EmbeddingProbe") or
                isinstance(c, figures.FigureCallback) for c in build_callbacks(callbacks, None))

@@ -42,7 +42,10 @@ def test_hparams_row_names_choices_and_metrics(run_train):
     hp = {k: v for k, v in session.hparams.items()}
     assert hp["model"].string_value == "vae_dense" and hp["model.beta"].number_value == 2.0
     assert hp["corruption"].string_value == "gaussian_noise"
-    assert "_hparams_/experiment" not in content  # columns come from all runs of a sweep, not the first one
+    # an experiment summary (the column list) with this run's overrides first and the metrics declared
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
+    assert {h.name for h in experiment.hparam_infos if h.differs} == {"trainer", "model", "model.beta", "corruption"}
+    assert "val/loss" in [m.name.tag for m in experiment.metric_infos]
     assert {"test/loss", "test/psnr", "val/loss"} <= set(events.Tags()["scalars"])
 
 

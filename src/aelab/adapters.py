@@ -1,5 +1,5 @@
 """Every place aelab relies on a private API or patches a library, in one module; tests/test_adapters.py pins
-the behaviour each one relies on, so a Lightning, TensorBoard or Optuna upgrade that changes it fails there first,
+the behaviour each one relies on, so a Lightning or Optuna upgrade that changes it fails there first,
 not deep inside a run."""
 
 from __future__ import annotations
@@ -22,12 +22,6 @@ def step_uncounted(trainer, optimizer: torch.optim.Optimizer) -> None:
     which counts every call in trainer.global_step: a second optimizer per batch would then double every step
     count (max_steps, warm-ups, checkpoint intervals, log_every_n_steps)."""
     trainer.strategy.optimizer_step(getattr(optimizer, "optimizer", optimizer), closure=lambda: None)
-
-
-def tensorboard_file_writer(writer):
-    """The SummaryWriter's underlying FileWriter: the hparams plugin's summaries must be written as raw protobufs,
-    which SummaryWriter only exposes through this private accessor."""
-    return writer._get_file_writer()
 
 
 @contextmanager

@@ -137,7 +137,7 @@ def checkpoint_info(cfg: DictConfig, parts: Parts) -> dict:
 def collect_metrics(trainer: L.Trainer, prefixes=("train/", "val/", "test/")) -> dict[str, float]:
     out = {}
     for key, value in trainer.callback_metrics.items():
-        if key.startswith(prefixes):
+        if key.startswith(prefixes) and not key.endswith("_step"):  # a run's numbers, not its last logged batch
             v = float(value.item() if isinstance(value, torch.Tensor) else value)
             out[key] = v
     return dict(sorted(out.items()))

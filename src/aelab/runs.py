@@ -2,7 +2,8 @@
 records the resolved config, package versions and git commit, and gets metrics.json only on success (atomically).
 
 `run_app` wraps the Hydra task functions: a bad input becomes one clear line on stderr and exit code 1; in a
-multirun a failed job is recorded in its own directory and the sweep goes on.
+multirun a failed job is recorded in its own directory and the sweep goes on. It also ends the run's TensorBoard
+HPARAMS session with the same state (aelab.hparams), so a sweep's table shows which jobs failed.
 """
 
 from __future__ import annotations
@@ -158,6 +159,22 @@ class Signals:
             signal.signal(sig, handler)
 
 
+def record_session_end(run: RunDir, cfg: DictConfig, hydra_cfg, app: str) -> None:
+    """End the run's TensorBoard HPARAMS session with the state status.json now holds (aelab-train runs only); a
+    run that failed before training gets its session start here too, so a sweep's HPARAMS lists it as failed.
+    Never hides the run's own outcome: a failure to write is only logged."""
+    if app != "aelab-train":
+        return
+    state = (run.status() or {}).get("state", "failed")
+    try:
+        from aelab.hparams import end_session
+
+        end_session(run.path, cfg, hydra_cfg, state)
+    except Exception as error:  # noqa: BLE001
+        to_log_file(logging.WARNING, f"{app}: could not record the run's end for TensorBoard: {one_line(error)}",
+                    error)
+
+
 def run_app(task: Callable[[DictConfig, RunDir], Any], cfg: DictConfig, app: str,
             prepare: Callable[[DictConfig], DictConfig] | None = None) -> float | None:
     """Run `task` in the Hydra run directory with status bookkeeping; return cfg.optimized_metric for sweepers.
@@ -175,10 +192,12 @@ def run_app(task: Callable[[DictConfig, RunDir], Any], cfg: DictConfig, app: str
             if signals.received is not None or isinstance(error, KeyboardInterrupt):
                 name = signal.Signals(signals.received or signal.SIGINT).name
                 run.fail(KeyboardInterrupt(name))
+                record_session_end(run, cfg, hydra_cfg, app)
                 print(f"{app}: interrupted by {name}; status recorded in {run.status_file}, checkpoints kept "
                       f"(continue with resume={run.path})", file=sys.stderr)
                 raise SystemExit(128 + (signals.received or signal.SIGINT)) from None
             run.fail(error)
+            record_session_end(run, cfg, hydra_cfg, app)
             if isinstance(error, SystemExit):
                 raise
             message = one_line(error)
@@ -190,5 +209,6 @@ def run_app(task: Callable[[DictConfig, RunDir], Any], cfg: DictConfig, app: str
             print(f"{app}: error: {message}", file=sys.stderr)
             raise SystemExit(1) from None
     run.succeed(metrics)
+    record_session_end(run, cfg, hydra_cfg, app)
     value = metrics.get(cfg.get("optimized_metric"))
     return float(value) if value is not None else None

@@ -47,7 +47,7 @@ def train(cfg: DictConfig, run) -> RunResult:
                              collect_metrics)
     from aelab.callbacks.guards import FiniteLoss, SaveOnInterrupt
     from aelab.checkpoints import check_compatible, load_checkpoint
-    from aelab.hparams import hparam_dict, write_hparams
+    from aelab.hparams import write_hparams
     from aelab.module import AutoencoderModule
     from aelab.sweep import configure_job
 
@@ -65,7 +65,8 @@ def train(cfg: DictConfig, run) -> RunResult:
     guards = [FiniteLoss(), SaveOnInterrupt(run.path / "checkpoints")]
     trainer = build_trainer(cfg, build_callbacks(cfg.get("callbacks"), parts.model) + guards)
     if trainer.logger is not None and not cfg.get("resume"):
-        write_hparams(trainer.logger.experiment, hparam_dict(cfg, HydraConfig.get().runtime.choices))
+        # HPARAMS session start, experiment summary, CUSTOM SCALARS layout; run_app ends the session with its status
+        write_hparams(trainer.logger.log_dir, cfg, HydraConfig.get())
 
     trainer.fit(module, datamodule=parts.datamodule, ckpt_path=cfg.get("ckpt_path"))
     metrics = collect_metrics(trainer)
@@ -82,8 +83,8 @@ def main(cfg: DictConfig) -> float | None:
     from aelab.perf import tune_malloc
     from aelab.runs import run_app
 
-    tune_malloc()  # glibc malloc settings that speed up training (AELAB_NO_MALLOC_TUNING=1 opts out)
     log_through_hydra()  # each Lightning message once, on the console and in train.log
+    tune_malloc()  # glibc malloc settings that speed up training (AELAB_NO_MALLOC_TUNING=1 opts out)
     return run_app(train, cfg, "aelab-train", prepare=resume_config if cfg.get("resume") else None)
 
 

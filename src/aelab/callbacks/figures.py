@@ -1,9 +1,11 @@
-"""Latent-space and generative figures in TensorBoard (images under `figures/...`).
+"""Latent-space and generative figures in TensorBoard: `figures/<name>` at the end of every `every_n_epochs`-th
+validation epoch (0: never), `test/figures/<name>` at the end of testing (its own tag: the test render comes at the
+same global step as the last validation one and would replace it).
 
-Each callback draws at the end of every `every_n_epochs`-th validation epoch (0: never) and at the end of testing,
-from the first test images of the datamodule, corrupted as the model sees them (same fixed noise every time). A
-callback that does not apply to the model (no 2-d latent, not generative, not super-resolution...) does nothing.
-Figures are drawn with matplotlib's Agg canvas directly (no pyplot, no display needed).
+Each callback draws from the first test images of the datamodule, corrupted as the model sees them (same fixed
+noise every time). A callback that does not apply to the model (no 2-d latent, not generative, not
+super-resolution...) does nothing. Figures are drawn with matplotlib's Agg canvas directly (no pyplot, no display
+needed), text at 10 pt or more.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from aelab.models import Batch
 from aelab.seeds import seeded_generator
 
 ENCODE_CHUNK = 500
+# Text sizes in points at DPI (what the PNG holds, 1 pt = DPI/72 px): at least 10 pt everywhere
+DPI, TITLE_PT, LABEL_PT, TICK_PT = 100, 12, 11, 10
 
 
 # --- helpers shared by the figures ---------------------------------------------------------------------------------
@@ -69,16 +73,17 @@ def grid_figure(rows: list[torch.Tensor], row_labels: list[str], title: str, sha
     pad = 2
     grid = make_grid(torch.cat(rows), nrow=ncol, padding=pad, pad_value=1.0)
     h, w = shape[-2:]
-    scale = min(0.9, max(0.35, 0.45 * max(h, w) / 28))  # inches per cell: 0.45 for 28 px, 0.9 for 64 px
-    fig = Figure(figsize=(1.6 + ncol * scale, 0.7 + len(rows) * scale), dpi=100)
+    scale = min(0.9, max(0.45, 0.5 * max(h, w) / 28))  # inches per cell: 0.5 for 28 px, 0.9 for 64 px
+    width = max(1.6 + ncol * scale, 5.0)  # room for the title at TITLE_PT
+    fig = Figure(figsize=(width, 0.9 + len(rows) * scale + (0.3 if col_labels is not None else 0)), dpi=DPI)
     ax = fig.add_subplot()
     ax.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
-    ax.set_yticks([pad + i * (h + pad) + h / 2 for i in range(len(rows))], row_labels, fontsize=8)
+    ax.set_yticks([pad + i * (h + pad) + h / 2 for i in range(len(rows))], row_labels, fontsize=LABEL_PT)
     if col_labels is not None:
-        ax.set_xticks([pad + j * (w + pad) + w / 2 for j in range(len(col_labels))], col_labels, fontsize=7)
+        ax.set_xticks([pad + j * (w + pad) + w / 2 for j in range(len(col_labels))], col_labels, fontsize=TICK_PT)
     else:
         ax.set_xticks([])
-    ax.set_title(title, fontsize=9)
+    ax.set_title(title, fontsize=TITLE_PT, wrap=True)
     fig.tight_layout()
     return fig
 
@@ -100,7 +105,11 @@ class FigureCallback(L.Callback):
         """A matplotlib Figure, or None to skip."""
         raise NotImplementedError
 
-    def log_figure(self, trainer: L.Trainer, module) -> bool:
+    def tag_for(self, stage: str) -> str:
+        """`figures/<name>` for validation epochs, `test/figures/<name>` for the end of testing."""
+        return self.tag if stage == "val" else f"{stage}/{self.tag}"
+
+    def log_figure(self, trainer: L.Trainer, module, stage: str = "val") -> bool:
         writer = logged_writer(trainer)
         if (writer is None or trainer.sanity_checking or not trainer.is_global_zero or trainer.datamodule is None
                 or not self.applicable(module.model)):
@@ -109,7 +118,7 @@ class FigureCallback(L.Callback):
             fig = self.draw(trainer, module)
         if fig is None:
             return False
-        writer.add_image(self.tag, render(fig), trainer.global_step, dataformats="HWC")
+        writer.add_image(self.tag_for(stage), render(fig), trainer.global_step, dataformats="HWC")
         return True
 
     def on_validation_epoch_end(self, trainer, module):
@@ -117,7 +126,7 @@ class FigureCallback(L.Callback):
             self.log_figure(trainer, module)
 
     def on_test_epoch_end(self, trainer, module):
-        self.log_figure(trainer, module)
+        self.log_figure(trainer, module, "test")
 
 
 class LatentScatter(FigureCallback):
@@ -144,15 +153,18 @@ class LatentScatter(FigureCallback):
             xy, kept = pca_2d(z)
             title = f"{d}-d latent projected by PCA to 2-d ({kept:.0%} of its variance)"
         n_classes = int(labels.max()) + 1 if len(labels) else 1
-        fig = Figure(figsize=(6.4, 5.4), dpi=100)
+        fig = Figure(figsize=(6.4, 5.4), dpi=DPI)
         ax = fig.add_subplot()
         cmap = "tab10" if n_classes <= 10 else "nipy_spectral"
         points = ax.scatter(xy[:, 0].numpy(), xy[:, 1].numpy(), c=labels, cmap=cmap, s=4, alpha=0.7,
                             vmin=-0.5, vmax=n_classes - 0.5)
-        fig.colorbar(points, ax=ax, label="class", ticks=range(n_classes) if n_classes <= 10 else None)
-        ax.set_xlabel("z1" if d <= 2 else "PC 1")
-        ax.set_ylabel("z2" if d == 2 else "PC 2" if d > 2 else "")
-        ax.set_title(f"{title}, {len(labels)} test images", fontsize=9)
+        bar = fig.colorbar(points, ax=ax, ticks=range(n_classes) if n_classes <= 10 else None)
+        bar.set_label("class", fontsize=LABEL_PT)
+        bar.ax.tick_params(labelsize=TICK_PT)
+        ax.set_xlabel("z1" if d <= 2 else "PC 1", fontsize=LABEL_PT)
+        ax.set_ylabel("z2" if d == 2 else "PC 2" if d > 2 else "", fontsize=LABEL_PT)
+        ax.tick_params(labelsize=TICK_PT)
+        ax.set_title(f"{title}, {len(labels)} test images", fontsize=TITLE_PT, wrap=True)
         fig.tight_layout()
         return fig
 
