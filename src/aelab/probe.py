@@ -235,13 +235,18 @@ def probe_all(features: dict[str, Splits], num_classes: int, budgets=(10, 100, N
         check(torch.equal(splits[1].cpu(), train_y.cpu()), f"features[{name!r}]: train_y differs from the first "
                                                            "set's; all sets must label the same train examples")
     draws = {b: None if b is None else balanced_subset(train_y, b, seed).cpu() for b in budgets}
+    # a budget whose draw takes every example (flowers has 10 per class: 10, 100 and all) is the same probe
+    draws = {b: None if idx is not None and len(idx) == len(train_y) else idx for b, idx in draws.items()}
     out = {}
     for name, (trx, try_, vx, vy, tx, ty) in features.items():
         suffix = f"_baseline_{name}" if name else ""
+        done: dict[tuple, tuple[float, float]] = {}
         for budget, idx in draws.items():
             tag = "all" if budget is None else str(budget)
-            bx, by = (trx, try_) if idx is None else (trx[idx.to(trx.device)], try_[idx.to(try_.device)])
-            out[f"probe_linear_{tag}{suffix}"] = linear_probe(bx, by, vx, vy, tx, ty, num_classes,
-                                                              seed=seed)["accuracy"]
-            out[f"probe_knn_{tag}{suffix}"] = knn_accuracy(bx, by, tx, ty, k, metric, num_classes)
+            key = () if idx is None else tuple(idx.tolist())
+            if key not in done:
+                bx, by = (trx, try_) if idx is None else (trx[idx.to(trx.device)], try_[idx.to(try_.device)])
+                done[key] = (linear_probe(bx, by, vx, vy, tx, ty, num_classes, seed=seed)["accuracy"],
+                             knn_accuracy(bx, by, tx, ty, k, metric, num_classes))
+            out[f"probe_linear_{tag}{suffix}"], out[f"probe_knn_{tag}{suffix}"] = done[key]
     return out

@@ -320,8 +320,10 @@ class ImageDataModule(L.LightningDataModule):
         """Bytes of the GPU the splits may take (on_device=auto): a quarter of what this job may use, i.e. of the
         free memory, or of its share when parallel sweep jobs share the GPU (aelab.sweep.gpu_share)."""
         free, total = torch.cuda.mem_get_info(device)
-        fraction = torch.cuda.get_per_process_memory_fraction(device) \
-            if hasattr(torch.cuda, "get_per_process_memory_fraction") else 1.0
+        try:
+            fraction = torch.cuda.get_per_process_memory_fraction(device)
+        except (AttributeError, RuntimeError):  # an older torch, or no CUDA context to ask
+            fraction = 1.0
         return int(min(free, fraction * total)) // 4
 
     def dataloader(self, split: str, device: torch.device | None = None) -> DataLoader:
