@@ -151,7 +151,7 @@ def test_foreign_and_non_checkpoint_files_are_refused(tmp_path):
     (["model.latent_dim=0"], "model.latent_dim=0 is not allowed: expected null or an integer >= 1"),
     (["model=vae_dense", "model.beta=-1"], "model.beta=-1 is not allowed: expected a number >= 0"),
     (["model=vae_dense", "model.beta=high"], "model.beta='high' is not allowed: expected a number >= 0"),
-    (["experiment=vae_binarized", "model=vae_conv"], "model.hidden=[512] is not allowed: expected an integer >= 1"),
+    (["experiment=vae_binarized_lesson", "model=vae_conv"], "model.hidden=[512] is not allowed: expected an integer >= 1"),
     (["+model.beta=1"], "model: unknown key(s) ['beta'] for ConvAutoencoder; allowed:"),
     (["+data.colour=1"], "data: unknown key(s) ['colour'] for MNISTDataModule; allowed:"),
     (["data=flowers", "corruption=downsample", "corruption.downsample.factor=3"],

@@ -1,0 +1,65 @@
+"""A residual convolutional VAE (the encoder / decoder of `ae_resnet`, a Gaussian code of `latent_dim` numbers),
+trained on the ELBO or on the importance-weighted bound of Burda et al. (2015).
+
+objective=elbo   loss = -ELBO (reconstruction + beta * KL, warm-up and free bits as in every VAE here)
+objective=iwae   loss = -log (1/K sum_k w_k), w_k = p(x, z_k) / q(z_k | x), z_k ~ q(z | x), K = iwae_samples:
+                 the IWAE bound, in nats per image, tighter than the ELBO for K > 1 (K = 1 is the ELBO);
+                 `recon_loss` and `kl_loss` are still logged as the single-sample ELBO terms (one draw, no
+                 gradient), so they compare across objectives. The IWAE bound needs the Bernoulli decoder
+                 (recon_loss=bce) and has no beta / warm-up / free bits.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+from torch import nn
+
+from aelab.errors import check
+from aelab.models.ae_resnet import Interval, Norm, ResNetDecoder, ResNetEncoder, check_stages, configure_with_interval
+from aelab.models.base import Batch, LossTerms, VariationalAutoencoder
+from aelab.types import NonNegativeInt, PositiveInt
+
+
+class ResNetVAE(VariationalAutoencoder):
+    """channels / blocks / norm as in ResNetAutoencoder; objective elbo | iwae; iwae_samples: K."""
+
+    # one Gaussian latent layer, N(0, I) prior, Bernoulli decoder (recon_loss=bce, checked by
+    # VariationalAutoencoder.capabilities): the importance-sampling estimator of base.py holds
+    likelihood = True
+
+    def __init__(self, *args, channels: list[PositiveInt] = (16, 32, 64), blocks: list[NonNegativeInt] = (0, 1, 1),
+                 norm: Norm = "none", objective: Literal["elbo", "iwae"] = "elbo", iwae_samples: PositiveInt = 5,
+                 scheduler_interval: Interval = "step", **kwargs):
+        super().__init__(*args, **kwargs)
+        channels, blocks = check_stages(channels, blocks)
+        check(objective in ("elbo", "iwae"), f"model.objective={objective!r} is not one of ['elbo', 'iwae']")
+        check(isinstance(iwae_samples, int) and iwae_samples >= 1,
+              f"model.iwae_samples must be an integer >= 1, got {iwae_samples!r}")
+        if objective == "iwae":
+            check(self.recon_kind == "bce", "model.objective=iwae needs the Bernoulli decoder: model.recon_loss=bce")
+            check(self.beta == 1.0 and self.kl_warmup_steps == 0 and self.free_bits == 0.0,
+                  "model.objective=iwae has no beta, kl_warmup_steps or free_bits: leave them at 1.0, 0, 0.0")
+        self.objective, self.iwae_samples, self.scheduler_interval = objective, iwae_samples, scheduler_interval
+        conv = ResNetEncoder(self.input_shape[0], channels, blocks, norm)
+        spatial = conv.out_shape(self.input_shape)
+        self.encoder = nn.Sequential(conv, nn.Flatten(), nn.Linear(math.prod(spatial), 2 * self.latent_dim))
+        self.decoder = nn.Sequential(nn.Linear(self.latent_dim, math.prod(spatial)), nn.Unflatten(1, spatial),
+                                     ResNetDecoder(spatial, channels[::-1], blocks[::-1], self.output_shape, norm))
+
+    def loss(self, batch: Batch, step: int = 0) -> LossTerms:
+        if self.objective == "elbo":
+            return super().loss(batch, step)
+        log_w = self.log_importance_weights(batch.input, batch.target, batch.label, self.iwae_samples)  # [K, B]
+        bound = torch.logsumexp(log_w, dim=0) - math.log(self.iwae_samples)  # per image
+        with torch.no_grad():  # the single-sample terms, logged for comparison with the ELBO runs
+            mean, log_var = self.posterior(batch.input, batch.label)
+            single = self.elbo_terms(mean, log_var, self.decode(self.reparameterize(mean, log_var), batch.label),
+                                     batch.target, step)
+        return LossTerms(loss=-bound.mean(), recon_loss=single.recon_loss, kl_loss=single.kl_loss,
+                         output=single.output)
+
+    def configure_optimizers(self, optimizer, scheduler=None):
+        return configure_with_interval(self, optimizer, scheduler, self.scheduler_interval)
