@@ -1,24 +1,24 @@
-"""Run the experiment presets through the real CLI and write experiments/RESULTS.md.
+"""Run the experiment presets through the real CLI and write experiments/RESULTS.md and RESULTS.json.
 
-    python experiments/run.py                       # every preset, full data and epochs (about 35 min on 2 cores)
+    python experiments/run.py                       # every preset, full data and epochs (about 40 min on 2 cores)
     python experiments/run.py --only denoise_mnist denoise_fashion
     python experiments/run.py --tiny --out /tmp/RESULTS.md   # trainer=debug, 1 epoch, runs in a temp dir
     python experiments/run.py --runs-dir outputs/experiments/<time>   # continue an interrupted run.py: jobs that
                                                     # succeeded there are read back, the others run
     python experiments/run.py --runs-dir outputs/experiments/<time> --report-only   # RESULTS from what finished
 
-Each job is one `aelab-train experiment=NAME` (or `aelab-eval` for the transfer matrix) in its own run directory;
-the numbers in RESULTS.md are read back from each run's metrics.json, status.json and config.yaml. A failed job is
-reported and the others go on; the exit code is 1 if any failed.
+The presets are every conf/experiment/*.yaml (less EXCLUDED): a new preset is run and reported without editing this
+file; a preset named <name>_lesson is shown beside its reference <name>. Each job is one `aelab-train
+experiment=NAME` (or `aelab-eval` for the transfer matrix) in its own run directory; the numbers are read back from
+each run's metrics.json, status.json and config.yaml (experiments/report.py). RESULTS.json beside RESULTS.md holds
+each run's metrics.json whole. A failed job is reported and the others go on; the exit code is 1 if any failed.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
-import platform
 import shlex
 import shutil
 import subprocess
@@ -26,32 +26,53 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # run as a script: the report and machine helpers are modules of experiments/
+    sys.path.insert(0, str(REPO))
 
-# In this order: cheap, lesson-order presets first.
-PRESETS = ["ae_conv_mnist", "ae_latent2_mnist", "latent_noise", "denoise_mnist", "denoise_fashion", "superres_mnist",
-           "superres_flowers", "vae_dense_2d", "vae_conv", "aae", "beta_vae", "cvae", "vae_binarized"]
-# Super-resolution variants, run right after their preset: (data, factor, downsampling) -> job name.
+from aelab.config import CONFIG_DIR  # noqa: E402  (after the sys.path line, as the imports below)
+from aelab.runs import read_json, write_json_atomic  # noqa: E402
+from experiments.common import machine_info  # noqa: E402
+from experiments.report import results_json, results_markdown  # noqa: E402
+
+# Run order of the presets known when this was written (cheap, lesson-order ones first); any other preset follows,
+# alphabetically.
+ORDER = ["ae_conv_mnist", "ae_latent2_mnist", "latent_noise", "denoise_mnist", "denoise_fashion", "superres_mnist",
+         "superres_flowers", "vae_dense_2d", "vae_conv", "aae", "beta_vae", "cvae", "vae_binarized"]
+EXCLUDED: frozenset[str] = frozenset()  # presets in conf/experiment that RESULTS.md does not record (none now)
+
+
+def discover_presets(config_dir: Path = CONFIG_DIR, excluded=EXCLUDED) -> list[str]:
+    """Every preset in `config_dir`/experiment, less `excluded`: those of ORDER first, in that order."""
+    names = sorted(p.stem for p in (Path(config_dir) / "experiment").glob("*.yaml") if p.stem not in excluded)
+    return [n for n in ORDER if n in names] + [n for n in names if n not in ORDER]
+
+
+PRESETS = discover_presets()
+# The super-resolution table: (data, factor, downsampling) -> job name (a preset, or a variant of one: VARIANTS run
+# right after their preset).
 SUPERRES = {("mnist", "x2", "area"): "superres_mnist",
             ("mnist", "x4", "area"): "superres_mnist_x4_area",
             ("mnist", "x2", "bilinear"): "superres_mnist_x2_bilinear",
             ("mnist", "x4", "bilinear"): "superres_mnist_x4_bilinear",
             ("flowers", "x2", "area"): "superres_flowers",
-            ("flowers", "x4", "area"): "superres_flowers_x4_area"}
+            ("flowers", "x4", "area"): "superres_flowers_x4"}  # a preset of its own
 VARIANTS = {"superres_mnist_x4_area": ("superres_mnist", ["corruption.downsample.factor=4"]),
             "superres_mnist_x2_bilinear": ("superres_mnist", ["corruption.downsample.mode=bilinear"]),
             "superres_mnist_x4_bilinear": ("superres_mnist", ["corruption.downsample.factor=4",
-                                                              "corruption.downsample.mode=bilinear"]),
-            "superres_flowers_x4_area": ("superres_flowers", ["corruption.downsample.factor=4"])}
+                                                              "corruption.downsample.mode=bilinear"])}
 # Transfer matrix: denoisers trained on one dataset, each evaluated on both.
 TRANSFER = {"mnist": "denoise_mnist", "fashion_mnist": "denoise_fashion"}
 TINY = ["trainer=debug", "trainer.max_epochs=1"]
-TINY_EXTRA = {"vae_binarized": ["callbacks.nll.max_images=256"]}  # the NLL otherwise covers all 10,000 test images
-EXTRA_METRICS = ("test/kl_loss", "test/nll", "test/d_acc")
-VERSIONS = ("aelab", "torch", "torchvision", "lightning", "hydra-core", "torchmetrics", "tensorboard")
+
+
+def tiny_extra(preset: str | None) -> list[str]:
+    """--tiny: a preset with the importance-sampled NLL scores 256 test images (not all 10,000)."""
+    path = CONFIG_DIR / "experiment" / f"{preset}.yaml"
+    nll = preset is not None and path.is_file() and "ImportanceSampledNLL" in path.read_text()
+    return ["callbacks.nll.max_images=256"] if nll else []
 
 
 @dataclass
@@ -78,9 +99,9 @@ def cli(app: str) -> str:
     return found
 
 
-def train_jobs(only: set[str] | None) -> list[Job]:
+def train_jobs(only: set[str] | None, presets: list[str] = PRESETS) -> list[Job]:
     jobs = []
-    for preset in PRESETS:
+    for preset in presets:
         variants = [(preset, [])] + [(v, overrides) for v, (base, overrides) in VARIANTS.items() if base == preset]
         for name, overrides in variants:
             if only is None or name in only or preset in only:
@@ -101,25 +122,39 @@ def transfer_jobs(trained: dict[str, Job]) -> list[Job]:
     return jobs
 
 
+def epochs_of(config: Path) -> int | None:
+    try:
+        from omegaconf import OmegaConf
+
+        return OmegaConf.load(config).trainer.get("max_epochs")
+    except Exception:  # no config written (the job failed early)
+        return None
+
+
+def read_back(job: Job, status: dict) -> None:
+    """The job's state, error, metrics (exactly its metrics.json), epochs and wall time from its run directory."""
+    job.state = status.get("state") or "not run"
+    job.error = status.get("error")
+    job.metrics = (read_json(job.run_dir / "metrics.json") or {}) if job.state == "succeeded" else {}
+    job.epochs = epochs_of(job.run_dir / "config.yaml")
+
+
 def reuse(job: Job, report_only: bool) -> bool:
     """A job whose run directory already succeeded (an earlier, interrupted run.py with the same --runs-dir) is
     read back, not run again; with --report-only nothing runs and unfinished jobs are reported as they stand."""
     status = read_json(job.run_dir / "status.json") or {}
     if status.get("state") != "succeeded" and not report_only:
         return False
-    job.state = status.get("state") or "not run"
-    job.error = status.get("error")
+    read_back(job, status)
     if job.state == "succeeded":
-        job.metrics = read_json(job.run_dir / "metrics.json") or {}
         job.wall_s = status["updated"] - status["started"] if "started" in status else None
-        job.epochs = epochs_of(job.run_dir / "config.yaml")
     print(f"[run.py]   {job.name}: {job.state} (read back from {job.run_dir})", flush=True)
     return True
 
 
 def run_job(job: Job, runs_dir: Path, tiny: bool, report_only: bool = False) -> None:
     job.run_dir = runs_dir / job.name
-    extra = (TINY + TINY_EXTRA.get(job.preset or "", [])) if tiny else []
+    extra = (TINY + tiny_extra(job.preset)) if tiny else []
     if job.app == "aelab-eval" and tiny:
         extra = ["trainer=debug"]
     args = [*job.args, *extra, f"hydra.run.dir={job.run_dir}"]
@@ -135,165 +170,13 @@ def run_job(job: Job, runs_dir: Path, tiny: bool, report_only: bool = False) -> 
         rc = subprocess.run([cli(job.app), *args], cwd=REPO, stdout=out, stderr=subprocess.STDOUT).returncode
     job.wall_s = time.monotonic() - start
     status = read_json(job.run_dir / "status.json") or {}
-    job.state = status.get("state") or "failed"
-    if rc != 0 and job.state in ("succeeded", "running"):  # killed before it could record the failure
-        job.state = "failed"
-    job.metrics = (read_json(job.run_dir / "metrics.json") or {}) if job.state == "succeeded" else {}
-    job.error = status.get("error") or (None if rc == 0 else f"exit code {rc}; see {log}")
-    job.epochs = epochs_of(job.run_dir / "config.yaml")
+    if rc != 0 and status.get("state") in ("succeeded", "running"):  # killed before it could record the failure
+        status["state"] = "failed"
+    read_back(job, {"state": "failed", **status})
+    job.error = job.error or (None if rc == 0 else f"exit code {rc}; see {log}")
     print(f"[run.py]   {job.state} in {job.wall_s:.0f} s"
           + (f", test/psnr {job.metrics['test/psnr']:.2f}" if "test/psnr" in job.metrics else "")
           + (f": {job.error}" if job.error and job.state != "succeeded" else ""), flush=True)
-
-
-def read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def epochs_of(config: Path) -> int | None:
-    try:
-        from omegaconf import OmegaConf
-
-        return OmegaConf.load(config).trainer.get("max_epochs")
-    except Exception:  # no config written (the job failed early)
-        return None
-
-
-# --- RESULTS.md ----------------------------------------------------------------------------------------------------
-def fmt(value, digits: int = 2) -> str:
-    return "–" if value is None else f"{value:.{digits}f}"
-
-
-def short_command(job: Job) -> str:
-    """The command without its run directory, paths inside the checkout relative to it (as a reader would type)."""
-    args = [a.replace(f"{REPO}/", "") for a in job.command if not a.startswith("hydra.run.dir=")]
-    return shlex.join(args)
-
-
-def machine() -> list[str]:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    lines = [f"- machine: {platform.platform()}, {cpu}, {os.cpu_count()} logical CPUs"]
-    try:
-        import torch
-
-        gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none (CPU runs)"
-        lines.append(f"- GPU: {gpu}; torch threads: {torch.get_num_threads()}")
-    except Exception:
-        pass
-    versions = []
-    for name in VERSIONS:
-        try:
-            versions.append(f"{name} {metadata.version(name)}")
-        except metadata.PackageNotFoundError:
-            pass
-    lines.append(f"- Python {platform.python_version()}; " + ", ".join(versions))
-    try:
-        commit = subprocess.run(["git", "-C", str(REPO), "describe", "--always", "--dirty"], capture_output=True,
-                                text=True, timeout=10).stdout.strip()
-        lines.append(f"- git: {commit or 'unknown'}")
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return lines
-
-
-def main_baseline(metrics: dict) -> tuple[str | None, float | None]:
-    """Which baseline `test/psnr_baseline` is, by the callback's rule (aelab.baselines.relevant): bicubic where it
-    was scored (super-resolution), else identity (other corruptions), else PCA (plain autoencoders)."""
-    value = metrics.get("test/psnr_baseline")
-    for name in ("bicubic", "identity", "pca"):
-        if f"test/psnr_baseline_{name}" in metrics:
-            return name, value
-    return None, value
-
-
-def results_markdown(jobs: list[Job], transfer: list[Job], tiny: bool, started: dt.datetime) -> str:
-    out = ["# Experiment results", "",
-           f"Written by `python experiments/run.py{' --tiny' if tiny else ''}` on "
-           f"{started:%Y-%m-%d %H:%M} (local time); every number is read from the run's `metrics.json`.", ""]
-    if tiny:
-        out += ["**Tiny mode** (`trainer=debug trainer.max_epochs=1`: a few batches): the numbers only show that the "
-                "runner works, not how good the models are.", ""]
-    out += machine() + [""]
-    out += ["## Presets (test split)", "",
-            "PSNR in dB, per image, averaged over the test images; baselines are scored on the very same corrupted "
-            "test batches. *main* is the baseline the model must beat (bicubic for super-resolution, the corrupted "
-            "input for denoising, PCA with the model's latent size for plain autoencoders).", "",
-            "| preset | epochs | wall | test loss | PSNR | SSIM | main baseline PSNR | model − main | identity | "
-            "bicubic | PCA | mean | other |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    not_beating = []
-    for job in jobs:
-        m = job.metrics
-        if job.state != "succeeded":
-            out.append(f"| {job.name} | {job.epochs or '–'} | {fmt(job.wall_s, 0)} s | **{job.state}** | "
-                       + " | ".join(["–"] * 9) + " |")
-            continue
-        name, base = main_baseline(m)
-        psnr = m.get("test/psnr")
-        gain = psnr - base if psnr is not None and base is not None else None
-        other = ", ".join(f"{k.split('/')[1]} {fmt(m[k])}" for k in EXTRA_METRICS if k in m) or ""
-        out.append(f"| {job.name} | {job.epochs} | {fmt(job.wall_s, 0)} s | {fmt(m.get('test/loss'), 4)} | "
-                   f"{fmt(psnr)} | {fmt(m.get('test/ssim'), 3)} | {fmt(base)} ({name}) | {fmt(gain)} | "
-                   f"{fmt(m.get('test/psnr_baseline_identity'))} | {fmt(m.get('test/psnr_baseline_bicubic'))} | "
-                   f"{fmt(m.get('test/psnr_baseline_pca'))} | {fmt(m.get('test/psnr_baseline_mean'))} | {other} |")
-        pca = m.get("test/psnr_baseline_pca")
-        if psnr is not None and pca is not None and psnr <= pca:
-            not_beating.append(f"- **{job.name}**: model {psnr:.2f} dB ≤ PCA {pca:.2f} dB")
-    out += ["", "### Where the model does not beat PCA (same latent size, fitted on clean training images)", ""]
-    out += not_beating or ["- none: every model that ran beats its PCA baseline."]
-    out += ["", "### Commands", "", "Each job ran as below, plus `hydra.run.dir=<its run directory>`:", ""]
-    out += [f"- {job.name}: `{short_command(job)}`" for job in jobs + transfer if job.command]
-
-    out += ["", "## Transfer matrix (denoising, test PSNR in dB)", "",
-            "Rows: the dataset the denoiser was trained on; columns: the dataset it is tested on (`aelab-eval "
-            "ckpt_path=… data=…`, same Gaussian noise). In brackets: the noisy input's PSNR.", ""]
-    cells = {tuple(j.name.removeprefix("transfer_").split("_on_")): j for j in transfer}
-    if cells:
-        out += ["| trained on \\ tested on | " + " | ".join(TRANSFER) + " |", "|---" * (len(TRANSFER) + 1) + "|"]
-        for train_data in TRANSFER:
-            row = []
-            for test_data in TRANSFER:
-                j = cells.get((train_data, test_data))
-                if j is None:
-                    row.append("not run")
-                elif j.state != "succeeded":
-                    row.append(f"**{j.state}**")
-                else:
-                    row.append(f"{fmt(j.metrics.get('test/psnr'))} "
-                               f"({fmt(j.metrics.get('test/psnr_baseline_identity'))})")
-            out.append(f"| {train_data} | " + " | ".join(row) + " |")
-    else:
-        out.append("Not run (needs denoise_mnist and/or denoise_fashion).")
-
-    out += ["", "## Super-resolution variants (test PSNR in dB)", ""]
-    by_name = {j.name: j for j in jobs}
-    rows = [(key, by_name[name]) for key, name in SUPERRES.items() if name in by_name]
-    if rows:
-        out += ["| data | factor | downsampling | model | bicubic | nearest (identity) | model − bicubic | run |",
-                "|---|---|---|---|---|---|---|---|"]
-        for (data, factor, mode), j in rows:
-            m = j.metrics
-            psnr, bic = m.get("test/psnr"), m.get("test/psnr_baseline_bicubic")
-            gain = psnr - bic if psnr is not None and bic is not None else None
-            out.append(f"| {data} | {factor} | {mode} | {fmt(psnr)} | {fmt(bic)} | "
-                       f"{fmt(m.get('test/psnr_baseline_identity'))} | {fmt(gain)} | {j.name} ({j.state}) |")
-    else:
-        out.append("Not run (needs superres_mnist).")
-
-    failed = [j for j in jobs + transfer if j.state != "succeeded"]
-    if failed:
-        out += ["", "## Failures", ""] + [f"- {j.name}: {j.state}: {j.error}" for j in failed]
-    return "\n".join(out) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -303,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="+", metavar="NAME", help=f"run only these ({', '.join(names)})")
     parser.add_argument("--tiny", action="store_true", help="trainer=debug, 1 epoch, into a temp dir")
     parser.add_argument("--out", type=Path, help="RESULTS file (default: experiments/RESULTS.md; --tiny: in the "
-                                                 "runs directory, never the real one)")
+                                                 "runs directory, never the real one); RESULTS.json goes beside it")
     parser.add_argument("--runs-dir", type=Path, help="where the run directories go (default: "
                                                       "$AELAB_OUTPUT_DIR or outputs/, under experiments/<time>; "
                                                       "--tiny: a new temp dir)")
@@ -334,9 +217,11 @@ def main(argv: list[str] | None = None) -> int:
     for job in transfer:
         run_job(job, runs_dir, args.tiny, args.report_only)
 
+    machine = machine_info()
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(results_markdown(jobs, transfer, args.tiny, started))
-    print(f"[run.py] wrote {out} (runs in {runs_dir})")
+    out.write_text(results_markdown(jobs, transfer, machine, args.tiny, started, SUPERRES, list(TRANSFER)))
+    write_json_atomic(out.with_suffix(".json"), results_json(jobs, transfer, machine, args.tiny, started))
+    print(f"[run.py] wrote {out} and {out.with_suffix('.json').name} (runs in {runs_dir})")
     return 1 if any(j.state != "succeeded" for j in jobs + transfer) else 0
 
 

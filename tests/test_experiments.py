@@ -1,6 +1,8 @@
-"""Every experiment preset composes and trains a few real batches; experiments/run.py writes RESULTS.md from the
-runs' metrics.json."""
+"""Every experiment preset composes and trains a few real batches; experiments/run.py writes RESULTS.md and
+RESULTS.json from the runs' metrics.json."""
 
+import datetime as dt
+import importlib
 import importlib.util
 import json
 import math
@@ -20,25 +22,37 @@ PRESETS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
 BASE = {"figures/latent_scatter", "figures/latent_noise"}
 GEN = BASE | {"figures/prior_samples", "figures/interpolation"}
 SR = BASE | {"figures/noise_input"}
+SR_NO_CODE = {"figures/noise_input"}  # sr_resnet has no code: no latent figures
 # preset -> (figure tags it must log, the baseline test/psnr_baseline must be)
 EXPECTED = {
     "ae_conv_mnist": (BASE, "pca"),
     "ae_latent2_mnist": (BASE | {"figures/latent_grid"}, "pca"),
+    "ae_latent32_mnist": (BASE, "pca"),
+    "ae_latent128_mnist": (BASE, "pca"),
     "latent_noise": (BASE, "pca"),
     "denoise_mnist": (BASE, "identity"),
     "denoise_fashion": (BASE, "identity"),
-    "superres_mnist": (SR, "bicubic"),
-    "superres_flowers": (SR, "bicubic"),
+    "superres_mnist": (SR_NO_CODE, "bicubic"),
+    "superres_flowers": (SR_NO_CODE, "bicubic"),
+    "superres_flowers_x4": (SR_NO_CODE, "bicubic"),
     "vae_dense_2d": (GEN | {"figures/latent_grid"}, "pca"),
     "vae_conv": (GEN, "pca"),
     "aae": (GEN, "pca"),
     "beta_vae": (GEN, "pca"),
     "cvae": (BASE | {"figures/prior_samples", "figures/class_samples"}, "pca"),
     "vae_binarized": (GEN, "pca"),
+    "iwae_binarized": (GEN, "pca"),
+    # the lesson's own models, kept beside the reference ones (experiments/run.py shows each pair side by side)
+    "superres_mnist_lesson": (SR, "bicubic"),
+    "superres_flowers_lesson": (SR, "bicubic"),
+    "superres_flowers_x4_lesson": (SR, "bicubic"),
+    "vae_binarized_lesson": (GEN, "pca"),
 }
 FAST = ["trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
         "trainer.limit_test_batches=1", "callbacks.latent_scatter.n_images=256", "callbacks.latent_noise.std_images=64"]
-EXTRA = {"vae_binarized": ["callbacks.nll.max_images=16"]}
+# presets with the importance-sampled NLL score 16 test images here (as experiments/run.py --tiny cuts it down)
+EXTRA = {name: ["callbacks.nll.max_images=16"] for name in PRESETS
+         if "ImportanceSampledNLL" in (CONFIG_DIR / "experiment" / f"{name}.yaml").read_text()}
 
 
 def load_runner():
@@ -49,8 +63,25 @@ def load_runner():
     return module
 
 
+def load_report():
+    load_runner()  # puts the checkout on sys.path, as the script does
+    return importlib.import_module("experiments.report")
+
+
 def test_every_preset_is_known_to_the_runner_and_this_test():
-    assert set(PRESETS) == set(load_runner().PRESETS) == set(EXPECTED)
+    runner = load_runner()
+    assert set(runner.PRESETS) == set(PRESETS) - runner.EXCLUDED  # read from conf/experiment: no list to edit
+    assert set(PRESETS) == set(EXPECTED)
+
+
+def test_presets_are_discovered_from_the_config_folder(tmp_path):
+    runner = load_runner()
+    for name in ("zeta", "ae_conv_mnist", "denoise_mnist_lesson", "scratch", "denoise_mnist"):
+        (tmp_path / "experiment").mkdir(exist_ok=True)
+        (tmp_path / "experiment" / f"{name}.yaml").write_text("# @package _global_\n")
+    found = runner.discover_presets(tmp_path, excluded={"scratch"})
+    assert found == ["ae_conv_mnist", "denoise_mnist", "denoise_mnist_lesson", "zeta"]  # ORDER first, then a-z
+    assert [j.name for j in runner.train_jobs({"zeta"}, found)] == ["zeta"]
 
 
 @pytest.mark.parametrize("name", PRESETS)
@@ -71,7 +102,7 @@ def test_preset_trains_a_few_real_batches(name, run_train):
     assert metrics["val/psnr_baseline"] == metrics[f"val/psnr_baseline_{main}"]
     if main == "bicubic":  # super-resolution: bicubic beats pixel replication on real images
         assert metrics["test/psnr_baseline_bicubic"] > metrics["test/psnr_baseline_identity"]
-    if name == "vae_binarized":
+    if name in EXTRA:
         assert metrics["test/nll"] > 0
     acc = EventAccumulator(str(run / "tensorboard"), size_guidance={"images": 0})
     acc.Reload()
@@ -82,9 +113,9 @@ def test_runner_jobs_follow_their_preset_with_the_variant_overrides():
     runner = load_runner()
     jobs = runner.train_jobs(None)
     names = [j.name for j in jobs]
-    assert names.index("superres_flowers_x4_area") == names.index("superres_flowers") + 1
-    x4 = jobs[names.index("superres_flowers_x4_area")]
-    assert x4.args == ["experiment=superres_flowers", "corruption.downsample.factor=4"]
+    assert names.index("superres_mnist_x4_area") == names.index("superres_mnist") + 1
+    x4 = jobs[names.index("superres_mnist_x4_area")]
+    assert x4.args == ["experiment=superres_mnist", "corruption.downsample.factor=4"]
     assert set(runner.SUPERRES.values()) <= set(names)  # every super-resolution table row has a job
     only = [j.name for j in runner.train_jobs({"superres_mnist"})]  # a preset brings its variants along
     assert only == ["superres_mnist", "superres_mnist_x4_area", "superres_mnist_x2_bilinear",
@@ -105,6 +136,13 @@ def test_runner_tiny_writes_results_from_metrics_json(tmp_path):
     assert "`aelab-train experiment=ae_conv_mnist trainer=debug trainer.max_epochs=1`" in text
     assert "Tiny mode" in text and "torch 2." in text
     assert "## Transfer matrix" in text and "Not run" in text  # no denoiser in this selection
+    data = json.loads(out.with_suffix(".json").read_text())
+    assert set(data["presets"]) == {"ae_conv_mnist"} and data["commit"] == data["machine"]["git_commit"]
+    record = data["presets"]["ae_conv_mnist"]
+    assert record["metrics"] == metrics  # exactly the run's metrics.json
+    assert record["baseline"] == {"name": "pca", "psnr": metrics["test/psnr_baseline_pca"]}
+    assert record["epochs"] == 1 and record["wall_s"] > 0 and record["state"] == "succeeded"
+    assert record["command"] == "aelab-train experiment=ae_conv_mnist trainer=debug trainer.max_epochs=1"
 
 
 def test_runner_rejects_unknown_names(tmp_path):
@@ -112,3 +150,78 @@ def test_runner_rejects_unknown_names(tmp_path):
                           capture_output=True, text=True, cwd=REPO_ROOT)
     assert proc.returncode == 2 and "--only nope: unknown" in proc.stderr
     assert not list(Path(tmp_path).iterdir())  # nothing ran
+
+
+class FakeJob:
+    def __init__(self, name: str, metrics: dict, preset: str | None = None, state: str = "succeeded"):
+        self.name, self.preset, self.metrics, self.state = name, preset or name, metrics, state
+        self.epochs, self.wall_s, self.error = 3, 12.0, None
+        self.command = ["aelab-train", f"experiment={self.preset}", "hydra.run.dir=/tmp/x"]
+
+
+SR_METRICS = {"test/loss": 0.1, "test/psnr": 24.0, "test/ssim": 0.7, "test/psnr_baseline": 22.5,
+              "test/psnr_baseline_bicubic": 22.5, "test/psnr_baseline_identity": 20.0, "test/psnr_baseline_pca": 21.0,
+              "test/psnr_baseline_mean": 11.0, "test/ssim_baseline": 0.6}
+VAE_METRICS = {"test/loss": 101.0, "test/psnr": 15.0, "test/ssim": 0.7, "test/psnr_baseline": 13.9,
+               "test/psnr_baseline_pca": 13.9, "test/psnr_baseline_mean": 10.8, "test/nll": 97.5, "test/kl_loss": 24.0}
+MACHINE = {"platform": "Linux", "cpu": "CPU", "cores": 2, "memory": "", "gpu": "none", "torch_threads": 2,
+           "python": "3.11", "packages": {"torch": "2.0"}, "git_commit": "abc"}
+
+
+def render(jobs) -> str:
+    return load_report().results_markdown(jobs, [], MACHINE, False, dt.datetime(2026, 1, 1), {}, ["mnist"])
+
+
+@pytest.mark.parametrize("present, main", [({"identity", "bicubic", "pca", "mean"}, "bicubic"),
+                                           ({"identity", "pca", "mean"}, "identity"), ({"pca", "mean"}, "pca")])
+def test_report_main_baseline_follows_the_package_rule(present, main):
+    metrics = {f"test/psnr_baseline_{n}": float(i) for i, n in enumerate(sorted(present))}
+    assert load_report().main_baseline(metrics) == (main, metrics[f"test/psnr_baseline_{main}"])
+
+
+def test_report_shows_lesson_models_beside_their_reference():
+    jobs = [FakeJob("superres_flowers", SR_METRICS),
+            FakeJob("superres_flowers_x4_area", {**SR_METRICS, "test/psnr": 21.0}, preset="superres_flowers"),
+            FakeJob("vae_binarized", {**VAE_METRICS, "test/nll": 91.0, "test/psnr_baseline_pca": 15.5}),
+            FakeJob("superres_flowers_lesson", {**SR_METRICS, "test/psnr": 20.5}),
+            FakeJob("superres_flowers_x4_lesson", {**SR_METRICS, "test/psnr": 18.2}),
+            FakeJob("vae_binarized_lesson", VAE_METRICS)]
+    report = load_report()
+    assert [(a.name, b.name) for a, b in report.lesson_pairs(jobs)] == [
+        ("superres_flowers_lesson", "superres_flowers"), ("superres_flowers_x4_lesson", "superres_flowers_x4_area"),
+        ("vae_binarized_lesson", "vae_binarized")]
+    lines = render(jobs).splitlines()
+    start = lines.index("## Lesson models vs reference models (test split)")
+    group = [line for line in lines[start:] if line.startswith("|")][2:]  # after the header rows
+    assert group[0].startswith("| **superres_flowers_lesson** vs **superres_flowers** | test PSNR (dB) | 20.50 | "
+                               "24.00 | 22.50 (bicubic) |")
+    assert group[1].startswith("|  | test SSIM | 0.700 | 0.700 | 0.600 |")
+    assert any(row.startswith("| **superres_flowers_x4_lesson** vs **superres_flowers_x4_area** | test PSNR (dB) | "
+                              "18.20 | 21.00 |") for row in group)
+    nll = next(row for row in group if "test NLL" in row)
+    assert "| 97.50 | 91.00 |" in nll and "Burda et al., 2015" in nll
+    # PCA's size follows each model's code: both baselines are shown when they differ
+    assert any("lesson: 13.90 (pca); reference: 15.50 (pca)" in row for row in group)
+    likelihood = lines[lines.index("## Likelihood (binarized MNIST, test NLL in nats per image)"):]
+    assert "Importance Weighted Autoencoders" in likelihood[2] and "86.76" in likelihood[2]
+    assert "| vae_binarized_lesson | 97.50 | 101.00 | 24.00 |" in likelihood
+
+
+def test_report_codes_as_features_table_from_probe_metrics():
+    probes = {}
+    for i, budget in enumerate(("10", "100", "all")):
+        for kind, model in (("linear", 0.70 + 0.1 * i), ("knn", 0.60 + 0.1 * i)):
+            key = f"test/probe_{kind}_{budget}"
+            probes.update({key: model, f"{key}_baseline_pca": 0.65 + 0.1 * i, f"{key}_baseline_pixels": 0.5})
+    report = load_report()
+    table = report.probe_table({**VAE_METRICS, **probes})
+    assert table[0] == "| probe | labels per class | model | PCA | pixels | beats PCA? |"
+    rows = {tuple(c.strip() for c in line.strip("|").split("|")[:2]): line for line in table[2:]}
+    assert set(rows) == {(kind, b) for kind in ("linear", "k-NN") for b in ("10", "100", "all")}
+    assert rows[("linear", "10")] == "| linear | 10 | 70.0 | 65.0 | 50.0 | yes (+5.0) |"
+    assert rows[("k-NN", "all")] == "| k-NN | all | 80.0 | 85.0 | 50.0 | no (-5.0) |"
+    assert report.probe_table(VAE_METRICS) == []  # no probe metrics: no table
+    text = render([FakeJob("ae_conv_mnist", {**VAE_METRICS, **probes}), FakeJob("vae_conv", VAE_METRICS)])
+    section = text.split("## Codes as features (test accuracy, %)")[1].split("\n## ")[0]
+    assert "### ae_conv_mnist" in section and "### vae_conv" not in section
+    assert "## Codes as features" not in render([FakeJob("vae_conv", VAE_METRICS)])

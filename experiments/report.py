@@ -1,0 +1,267 @@
+"""RESULTS.md and RESULTS.json from the jobs experiments/run.py ran (or read back): every number comes from a run's
+metrics.json, status.json and config.yaml. A job here is anything with the attributes of run.py's Job."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+from aelab.baselines import NAMES as BASELINES, relevant
+
+REPO = Path(__file__).resolve().parents[1]
+EXTRA_METRICS = ("test/kl_loss", "test/nll", "test/d_acc")
+LESSON_SUFFIX = "_lesson"
+# Published test NLL on dynamically binarized MNIST, for scale only (other architectures, hundreds of epochs,
+# 5000 importance samples): the two ends of Burda et al. (2015), "Importance Weighted Autoencoders", Table 1.
+PUBLISHED_NLL = ("published (Burda et al., 2015, \"Importance Weighted Autoencoders\", Table 1, dynamically binarized "
+                 "MNIST): plain VAE (one stochastic layer, trained on the ELBO, k=1) 86.76 nats; best IWAE (two "
+                 "stochastic layers, k=50) 82.90 nats")
+PUBLISHED_NLL_SHORT = "published VAE 86.76, IWAE 82.90 (Burda et al., 2015)"
+PROBE_BUDGETS = ("10", "100", "all")
+PROBE_KINDS = (("linear", "linear"), ("knn", "k-NN"))
+
+
+def fmt(value, digits: int = 2) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def pct(value) -> str:
+    return "–" if value is None else f"{100 * value:.1f}"
+
+
+def main_baseline(metrics: dict) -> tuple[str | None, float | None]:
+    """The baseline the model must beat and its test PSNR, by the package's rule (aelab.baselines.relevant) applied
+    to the baselines the run scored: bicubic is only scored for super-resolution, identity only when corrupted."""
+    names = [n for n in BASELINES if f"test/psnr_baseline_{n}" in metrics]
+    name = relevant(names, super_resolution="bicubic" in names, corrupted="identity" in names)
+    if name is None:
+        return None, metrics.get("test/psnr_baseline")
+    return name, metrics[f"test/psnr_baseline_{name}"]
+
+
+def short_command(job) -> str:
+    """The command without its run directory, paths inside the checkout relative to it (as a reader would type)."""
+    return shlex.join(a.replace(f"{REPO}/", "") for a in job.command if not a.startswith("hydra.run.dir="))
+
+
+def lesson_pairs(jobs: list) -> list[tuple[object, object | None]]:
+    """(lesson job, reference job) for every job named <name>_lesson: the reference is the job named <name>, else
+    the one job whose name extends it (superres_flowers_x4_lesson -> superres_flowers_x4_area)."""
+    by_name = {j.name: j for j in jobs}
+    pairs = []
+    for job in jobs:
+        if not job.name.endswith(LESSON_SUFFIX):
+            continue
+        base = job.name.removesuffix(LESSON_SUFFIX)
+        candidates = [j for n, j in by_name.items() if n.startswith(base + "_") and not n.endswith(LESSON_SUFFIX)]
+        pairs.append((job, by_name.get(base) or (candidates[0] if len(candidates) == 1 else None)))
+    return pairs
+
+
+# --- RESULTS.json --------------------------------------------------------------------------------------------------
+def job_record(job) -> dict:
+    name, psnr = main_baseline(job.metrics)
+    record = {"metrics": job.metrics if job.state == "succeeded" else None, "epochs": job.epochs,
+              "wall_s": job.wall_s, "command": short_command(job), "baseline": {"name": name, "psnr": psnr},
+              "state": job.state}
+    if job.error and job.state != "succeeded":
+        record["error"] = job.error
+    return record
+
+
+def results_json(jobs: list, transfer: list, machine: dict, tiny: bool, started) -> dict:
+    """{"machine", "commit", "presets": {preset: {"metrics": its metrics.json, "epochs", "wall_s", "command",
+    "baseline": {"name", "psnr"}, "state"}}, "variants": {the same, plus "preset"}, "transfer": {the same}}."""
+    presets = {j.name: job_record(j) for j in jobs if j.name == j.preset}
+    variants = {j.name: {**job_record(j), "preset": j.preset} for j in jobs if j.name != j.preset}
+    return {"machine": machine, "commit": machine.get("git_commit"), "written": started.isoformat(timespec="seconds"),
+            "tiny": tiny, "presets": presets, "variants": variants,
+            "transfer": {j.name: {**job_record(j), "preset": j.preset} for j in transfer}}
+
+
+# --- RESULTS.md ----------------------------------------------------------------------------------------------------
+def machine_lines(info: dict) -> list[str]:
+    from experiments.common import package_versions
+
+    gpu = info["gpu"] if info["gpu"] != "none" else "none (CPU runs)"
+    return [f"- machine: {info['platform']}, {info['cpu']}, {info['cores']} logical CPUs"
+            + (f", {info['memory']} memory" if info.get("memory") else ""),
+            f"- GPU: {gpu}; torch threads: {info['torch_threads']}",
+            f"- Python {info['python']}; {package_versions(info)}",
+            f"- git: {info.get('git_commit') or 'unknown'}"]
+
+
+def preset_rows(jobs: list) -> tuple[list[str], list[str]]:
+    """The presets table's rows, and the runs whose model does not beat PCA."""
+    rows, not_beating = [], []
+    for job in jobs:
+        m = job.metrics
+        if job.state != "succeeded":
+            rows.append(f"| {job.name} | {job.epochs or '–'} | {fmt(job.wall_s, 0)} s | **{job.state}** | "
+                        + " | ".join(["–"] * 9) + " |")
+            continue
+        name, base = main_baseline(m)
+        psnr = m.get("test/psnr")
+        gain = psnr - base if psnr is not None and base is not None else None
+        other = ", ".join(f"{k.split('/')[1]} {fmt(m[k])}" for k in EXTRA_METRICS if k in m)
+        rows.append(f"| {job.name} | {job.epochs} | {fmt(job.wall_s, 0)} s | {fmt(m.get('test/loss'), 4)} | "
+                    f"{fmt(psnr)} | {fmt(m.get('test/ssim'), 3)} | {fmt(base)} ({name}) | {fmt(gain)} | "
+                    f"{fmt(m.get('test/psnr_baseline_identity'))} | {fmt(m.get('test/psnr_baseline_bicubic'))} | "
+                    f"{fmt(m.get('test/psnr_baseline_pca'))} | {fmt(m.get('test/psnr_baseline_mean'))} | {other} |")
+        pca = m.get("test/psnr_baseline_pca")
+        if psnr is not None and pca is not None and psnr <= pca:
+            not_beating.append(f"- **{job.name}**: model {psnr:.2f} dB ≤ PCA {pca:.2f} dB")
+    return rows, not_beating
+
+
+def _baseline_cell(lesson: dict, reference: dict, key: str, digits: int, label: bool) -> str:
+    """The baseline beside a lesson/reference pair; both when they differ (PCA's size follows each model's code)."""
+    def one(m: dict) -> str:
+        name, psnr = main_baseline(m)
+        value = psnr if key == "test/psnr" else m.get("test/ssim_baseline")
+        return fmt(value, digits) + (f" ({name})" if label and name and value is not None else "")
+
+    a, b = one(lesson), one(reference) if reference else "–"
+    return a if not reference or a == b else f"lesson: {a}; reference: {b}"
+
+
+def lesson_section(jobs: list) -> list[str]:
+    pairs = lesson_pairs(jobs)
+    if not pairs:
+        return []
+    out = ["## Lesson models vs reference models (test split)", "",
+           "Each group: the lesson's model (preset `<name>_lesson`), aelab's reference model for the same task "
+           "(preset `<name>`) and the main baseline, scored on the same test batches as each model.", "",
+           "| group | metric | lesson model | reference model | main baseline |", "|---|---|---|---|---|"]
+    for lesson, ref in pairs:
+        group = f"**{lesson.name}** vs " + (f"**{ref.name}**" if ref else "its reference (not run)")
+        lm, rm = lesson.metrics, ref.metrics if ref else {}
+        if lesson.state != "succeeded" or (ref and ref.state != "succeeded"):
+            out.append(f"| {group} | state | {lesson.state} | {ref.state if ref else '–'} | – |")
+            continue
+        rows = [("test PSNR (dB)", "test/psnr", 2, _baseline_cell(lm, rm, "test/psnr", 2, True)),
+                ("test SSIM", "test/ssim", 3, _baseline_cell(lm, rm, "test/ssim", 3, False))]
+        if "test/nll" in lm or "test/nll" in rm:
+            rows.append(("test NLL (nats)", "test/nll", 2, PUBLISHED_NLL_SHORT))
+        for i, (label, key, digits, base) in enumerate(rows):
+            out.append(f"| {group if i == 0 else ''} | {label} | {fmt(lm.get(key), digits)} | "
+                       f"{fmt(rm.get(key), digits)} | {base} |")
+        out.append(f"|  | epochs, wall | {lesson.epochs}, {fmt(lesson.wall_s, 0)} s | "
+                   + (f"{ref.epochs}, {fmt(ref.wall_s, 0)} s" if ref else "–") + " | – |")
+    return out + [""]
+
+
+def likelihood_section(jobs: list) -> list[str]:
+    rows = [j for j in jobs if j.state == "succeeded" and "test/nll" in j.metrics]
+    if not rows:
+        return []
+    out = ["## Likelihood (binarized MNIST, test NLL in nats per image)", "",
+           "`test/nll`: importance-sampled estimate (`callbacks.nll.samples` per image, set by each preset); it is ≤ "
+           "the training bound the test loss reports (negative ELBO, or negative IWAE bound for IWAE objectives). "
+           f"For scale, {PUBLISHED_NLL}.", "",
+           "| run | test NLL | test loss (negative bound) | KL |", "|---|---|---|---|"]
+    out += [f"| {j.name} | {fmt(j.metrics['test/nll'])} | {fmt(j.metrics.get('test/loss'))} | "
+            f"{fmt(j.metrics.get('test/kl_loss'))} |" for j in rows]
+    return out + [""]
+
+
+def probe_table(metrics: dict) -> list[str]:
+    """'Codes as features' for one run: linear and k-NN test accuracy (%) on the model's codes, PCA codes of the
+    same size and raw pixels, at 10 / 100 labelled examples per class and all labels; [] without probe metrics."""
+    if not any(k.startswith("test/probe_") for k in metrics):
+        return []
+    out = ["| probe | labels per class | model | PCA | pixels | beats PCA? |", "|---|---|---|---|---|---|"]
+    for kind, label in PROBE_KINDS:
+        for budget in PROBE_BUDGETS:
+            key = f"test/probe_{kind}_{budget}"
+            model, pca, pixels = (metrics.get(key + s) for s in ("", "_baseline_pca", "_baseline_pixels"))
+            if model is None and pca is None and pixels is None:
+                continue
+            beats = "–" if model is None or pca is None else \
+                f"{'yes' if model > pca else 'no'} ({100 * (model - pca):+.1f})"
+            out.append(f"| {label} | {budget} | {pct(model)} | {pct(pca)} | {pct(pixels)} | {beats} |")
+    return out
+
+
+def probe_section(jobs: list) -> list[str]:
+    tables = [(j.name, probe_table(j.metrics)) for j in jobs if j.state == "succeeded"]
+    tables = [(name, table) for name, table in tables if table]
+    if not tables:
+        return []
+    out = ["## Codes as features (test accuracy, %)", "",
+           "Classifiers trained on frozen codes: a linear probe (logistic regression) and k-NN, with 10 or 100 "
+           "labelled training examples per class or all labels; the same on PCA codes of the model's code size and "
+           "on raw pixels, with the same labelled examples. *beats PCA?*: model minus PCA in points.", ""]
+    for name, table in tables:
+        out += [f"### {name}", "", *table, ""]
+    return out
+
+
+def transfer_section(transfer: list, datasets: list[str]) -> list[str]:
+    out = ["## Transfer matrix (denoising, test PSNR in dB)", "",
+           "Rows: the dataset the denoiser was trained on; columns: the dataset it is tested on (`aelab-eval "
+           "ckpt_path=… data=…`, same Gaussian noise). In brackets: the noisy input's PSNR.", ""]
+    cells = {tuple(j.name.removeprefix("transfer_").split("_on_")): j for j in transfer}
+    if not cells:
+        return out + ["Not run (needs denoise_mnist and/or denoise_fashion)."]
+    out += ["| trained on \\ tested on | " + " | ".join(datasets) + " |", "|---" * (len(datasets) + 1) + "|"]
+    for train_data in datasets:
+        row = []
+        for test_data in datasets:
+            j = cells.get((train_data, test_data))
+            if j is None:
+                row.append("not run")
+            elif j.state != "succeeded":
+                row.append(f"**{j.state}**")
+            else:
+                row.append(f"{fmt(j.metrics.get('test/psnr'))} ({fmt(j.metrics.get('test/psnr_baseline_identity'))})")
+        out.append(f"| {train_data} | " + " | ".join(row) + " |")
+    return out
+
+
+def superres_section(jobs: list, superres: dict) -> list[str]:
+    out = ["## Super-resolution variants (test PSNR in dB)", ""]
+    by_name = {j.name: j for j in jobs}
+    rows = [(key, by_name[name]) for key, name in superres.items() if name in by_name]
+    if not rows:
+        return out + ["Not run (needs superres_mnist)."]
+    out += ["| data | factor | downsampling | model | bicubic | nearest (identity) | model − bicubic | run |",
+            "|---|---|---|---|---|---|---|---|"]
+    for (data, factor, mode), j in rows:
+        m = j.metrics
+        psnr, bic = m.get("test/psnr"), m.get("test/psnr_baseline_bicubic")
+        gain = psnr - bic if psnr is not None and bic is not None else None
+        out.append(f"| {data} | {factor} | {mode} | {fmt(psnr)} | {fmt(bic)} | "
+                   f"{fmt(m.get('test/psnr_baseline_identity'))} | {fmt(gain)} | {j.name} ({j.state}) |")
+    return out
+
+
+def results_markdown(jobs: list, transfer: list, machine: dict, tiny: bool, started, superres: dict,
+                     transfer_data: list[str]) -> str:
+    """RESULTS.md; `superres`: (data, factor, mode) -> job name; `transfer_data`: the transfer matrix's datasets."""
+    out = ["# Experiment results", "",
+           f"Written by `python experiments/run.py{' --tiny' if tiny else ''}` on "
+           f"{started:%Y-%m-%d %H:%M} (local time); every number is read from the run's `metrics.json` (all of "
+           "them, per run, in `RESULTS.json` beside this file).", ""]
+    if tiny:
+        out += ["**Tiny mode** (`trainer=debug trainer.max_epochs=1`: a few batches): the numbers only show that the "
+                "runner works, not how good the models are.", ""]
+    out += machine_lines(machine) + [""]
+    rows, not_beating = preset_rows(jobs)
+    out += ["## Presets (test split)", "",
+            "PSNR in dB, per image, averaged over the test images; baselines are scored on the very same corrupted "
+            "test batches. *main* is the baseline the model must beat (bicubic for super-resolution, the corrupted "
+            "input for denoising, PCA with the model's latent size for plain autoencoders).", "",
+            "| preset | epochs | wall | test loss | PSNR | SSIM | main baseline PSNR | model − main | identity | "
+            "bicubic | PCA | mean | other |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|", *rows]
+    out += ["", "### Where the model does not beat PCA (same latent size, fitted on clean training images)", ""]
+    out += not_beating or ["- none: every model that ran beats its PCA baseline."]
+    out += [""] + lesson_section(jobs) + likelihood_section(jobs) + probe_section(jobs)
+    out += ["## Commands", "", "Each job ran as below, plus `hydra.run.dir=<its run directory>`:", ""]
+    out += [f"- {job.name}: `{short_command(job)}`" for job in jobs + transfer if job.command]
+    out += [""] + transfer_section(transfer, transfer_data) + [""] + superres_section(jobs, superres)
+    failed = [j for j in jobs + transfer if j.state != "succeeded"]
+    if failed:
+        out += ["", "## Failures", ""] + [f"- {j.name}: {j.state}: {j.error}" for j in failed]
+    return "\n".join(out) + "\n"
