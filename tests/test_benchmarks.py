@@ -79,6 +79,10 @@ def test_tiny_gpu_row_code_path_on_the_cpu(tmp_path):
             assert run["images"] == [8 * batch, 8 * batch]  # --tiny: 8 batches per epoch
     assert set(gpu["plain epoch_s by batch size"]) == {"default", "512"}
     assert all("s/epoch" in row[2] and "target <= 1 s" in row[5] for row in rows.values())
+    numbers = {r["variant"]: r for r in gpu["rows"]}  # the same figures as numbers in the JSON
+    assert set(numbers) == set(gpu["variants"]) and all(r["experiment"] == "ae_conv_mnist" for r in numbers.values())
+    assert {r["batch_size"] for r in numbers.values()} == {128, 512}
+    assert all(r["seconds_per_epoch"] > 0 and r["plain_seconds_per_epoch"] > 0 for r in numbers.values())
 
 
 @pytest.mark.slow  # fresh subprocesses and two 4-job sweeps: a minute or more

@@ -63,6 +63,9 @@ GPU_VARIANTS = {  # name: (overrides, extra callbacks)
     "bf16-mixed, batch 512, deterministic=false": (["data.batch_size=512", "trainer.deterministic=false",
                                                     "trainer.precision=bf16-mixed"], None),
     "fp32 + compile reduce-overhead (CUDA graphs)": (["+model.compile=reduce-overhead"], None),
+    "fp32, captured step (capture_step), fused Adam": (["capture_step=true", "+optimizer.fused=true"], None),
+    "fp32, batch 512, captured step, fused Adam, deterministic=false": (
+        ["data.batch_size=512", "capture_step=true", "+optimizer.fused=true", "trainer.deterministic=false"], None),
 }
 
 
@@ -155,6 +158,8 @@ def bench_gpu(report: Report, sizes: Sizes, work: Path, device: str | None = Non
     def seconds(values: list[float]) -> tuple[float, str]:
         return statistics.median(values), f"n={len(values)}, {min(values):.2f}-{max(values):.2f} s"
 
+    numbers = report.raw["gpu"]["rows"] = []  # each row's figures as numbers, for scripts reading the JSON
+
     for i, (variant, runs) in enumerate(results.items(), start=1):
         batch = [o.split("=")[1] for o in batch_override(GPU_VARIANTS[variant][0])]
         p, p_spread = seconds([run[-1] for run in plain[batch[0] if batch else "default"]])
@@ -164,6 +169,9 @@ def bench_gpu(report: Report, sizes: Sizes, work: Path, device: str | None = Non
             continue
         m, spread = seconds([run["epoch_s"][-1] for run in runs])
         images = runs[0]["images"][-1]
+        numbers.append({"experiment": "ae_conv_mnist", "gpu": name, "variant": variant,
+                        "batch_size": int(batch[0]) if batch else int(compose(base, work / "cfg").data.batch_size),
+                        "seconds_per_epoch": m, "plain_seconds_per_epoch": p})
         report.add(f"d{i}", f"GPU {name}: aelab {variant}", f"{m:.2f} s/epoch ({rate(images / m)})",
                    f"plain loop{', batch ' + batch[0] if batch else ''}, data on the device: {p:.2f} s/epoch",
                    f"{p / m:.2f}x", f"second of two epochs ({images:,} images), validation excluded; aelab "
