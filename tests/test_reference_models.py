@@ -67,7 +67,7 @@ def test_sr_resnet_learns_on_a_batch(residual, loss):
     model = SRResNet(small(GREY, 2), GREY, width=8, blocks=1, residual=residual, recon_loss=loss)
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
     first = model.loss(batch).loss.item()
-    for _ in range(30):
+    for _ in range(20):
         terms = model.loss(batch)
         opt.zero_grad()
         terms.loss.backward()
@@ -108,20 +108,29 @@ def test_vae_resnet_capabilities():
 
 
 def test_iwae_loss_is_below_the_elbo_loss_on_the_same_batch():
-    """-IWAE_K <= -ELBO in expectation (K > 1), strictly for a posterior that is not exact; K=1 is the ELBO."""
+    """-IWAE_K <= -ELBO in expectation (K > 1), by a margin once the decoder reads z (a few ELBO steps first: an
+    untrained decoder ignores z, its importance weights are all alike and the two bounds coincide); K=1 is the
+    ELBO. Averaged over draws; a bound computed as a mean of log weights instead of a log-mean-exp fails here."""
     torch.manual_seed(0)
     x = (torch.rand(16, *GREY) < 0.3).float()
+    x[:8, :, :14] = 0  # two kinds of image: something for z to encode
     batch = Batch(x, x)
-    vae = ResNetVAE(GREY, GREY, channels=[8, 16], blocks=[0, 1], latent_dim=4, objective="iwae", iwae_samples=8)
+    vae = ResNetVAE(GREY, GREY, channels=[8, 16], blocks=[0, 1], latent_dim=4, objective="elbo", iwae_samples=8)
+    opt = torch.optim.Adam(vae.parameters(), lr=3e-3)
+    for _ in range(30):
+        loss = vae.loss(batch).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
     vae.eval()
     with torch.no_grad():
-        iwae = torch.stack([vae.loss(batch).loss for _ in range(20)]).mean()
-        vae.objective = "elbo"
-        elbo = torch.stack([vae.loss(batch).loss for _ in range(20)]).mean()
-        vae.objective, vae.iwae_samples = "iwae", 1
-        iwae1 = torch.stack([vae.loss(batch).loss for _ in range(20)]).mean()
-    assert iwae < elbo - 1.0  # nats per image
-    assert abs(iwae1 - elbo) < 0.02 * elbo
+        elbo = torch.stack([vae.loss(batch).loss for _ in range(10)]).mean()
+        vae.objective = "iwae"
+        iwae = torch.stack([vae.loss(batch).loss for _ in range(10)]).mean()
+        vae.iwae_samples = 1
+        iwae1 = torch.stack([vae.loss(batch).loss for _ in range(10)]).mean()
+    assert iwae < elbo - 1.0  # nats per image (about 5 here)
+    assert abs(iwae1 - elbo) < 0.01 * elbo
     terms = ResNetVAE(GREY, GREY, channels=[8, 16], blocks=[0, 1], latent_dim=4, objective="iwae").loss(batch)
     assert set(terms.logged()) == {"loss", "recon_loss", "kl_loss"} and terms.loss.requires_grad
 
@@ -154,7 +163,7 @@ def test_ae_latent32_mnist_trains_against_pca32(run_train):
 
 def test_iwae_binarized_trains_and_scores_the_nll(run_train):
     m = metrics_of(run_train(["experiment=iwae_binarized", *FAST, "callbacks.nll.max_images=4",
-                              "callbacks.nll.samples=50"]))
+                              "callbacks.nll.samples=50", "~callbacks.latent_scatter", "~callbacks.latent_noise"]))
     assert 0 < m["test/nll"] and m["test/kl_loss"] > 0 and m["test/recon_loss"] > 0
 
 

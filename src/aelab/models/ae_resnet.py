@@ -134,7 +134,8 @@ def configure_with_interval(model: nn.Module, optimizer, scheduler, interval: st
 class ResNetAutoencoder(Autoencoder):
     """Residual conv encoder -> dense code of `latent_dim` numbers -> residual conv decoder (see the module
     docstring). `channels` are the stages' widths, finest first (one stride-2 step between consecutive stages),
-    `blocks` the residual blocks of each stage (the decoder mirrors both), `norm` batch | none. `scheduler_interval`: how often a configured scheduler steps."""
+    `blocks` the residual blocks of each stage (the decoder mirrors both), `norm` batch | none;
+    `scheduler_interval`: how often a configured scheduler steps."""
 
     has_code = True
     likelihood = False
@@ -144,7 +145,8 @@ class ResNetAutoencoder(Autoencoder):
                  **kwargs):
         super().__init__(*args, **kwargs)
         channels, blocks = check_stages(channels, blocks)
-        check(isinstance(latent_dim, int) and latent_dim >= 1, f"model.latent_dim must be an integer >= 1, got {latent_dim!r}")
+        check(isinstance(latent_dim, int) and latent_dim >= 1,
+              f"model.latent_dim must be an integer >= 1, got {latent_dim!r}")
         self.latent_dim, self.scheduler_interval = latent_dim, scheduler_interval
         conv = ResNetEncoder(self.input_shape[0], channels, blocks, norm)
         spatial = conv.out_shape(self.input_shape)
