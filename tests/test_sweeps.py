@@ -280,8 +280,8 @@ def test_ddp_on_two_cpu_processes_shards_batches(tmp_path):
     run = tmp_path / "ddp"
     run_app_inprocess(["trainer=ddp", "+trainer.limit_train_batches=4", "+trainer.limit_val_batches=2",
                        "+trainer.limit_test_batches=2", "trainer.max_epochs=1", "trainer.enable_progress_bar=false",
-                       "data.batch_size=32", "+callbacks.probe._target_=test_sweeps.BatchProbe",
-                       f"+callbacks.probe.out_dir={probe}"], run)
+                       "data.batch_size=32", "+callbacks.batch_probe._target_=test_sweeps.BatchProbe",
+                       f"+callbacks.batch_probe.out_dir={probe}"], run)
     ranks = [json.loads((probe / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert all(r["world_size"] == 2 and len(r["seen"]) == 4 * 32 for r in ranks)
     seen0, seen1 = ({tuple(x) for x in r["seen"]} for r in ranks)
