@@ -26,7 +26,6 @@ from aelab.data import to_float
 from aelab.models import Autoencoder, Batch
 from aelab.seeds import derive_seed, seeded_generator
 
-STAGES = ("train", "val", "test")
 
 
 def image_metrics() -> MetricCollection:
