@@ -62,7 +62,12 @@ SUPERRES = {("mnist", "x2", "area"): "superres_mnist",
 VARIANTS = {"superres_mnist_x4_area": ("superres_mnist", ["corruption.downsample.factor=4"]),
             "superres_mnist_x2_bilinear": ("superres_mnist", ["corruption.downsample.mode=bilinear"]),
             "superres_mnist_x4_bilinear": ("superres_mnist", ["corruption.downsample.factor=4",
-                                                              "corruption.downsample.mode=bilinear"])}
+                                                              "corruption.downsample.mode=bilinear"]),
+            # Codes as features on a second dataset: the lesson's conv AE, the reference AE and the conv VAE on
+            # Fashion-MNIST (same size, same batches per epoch, so the presets' schedules hold).
+            "ae_conv_fashion": ("ae_conv_mnist", ["data=fashion_mnist"]),
+            "ae_latent32_fashion": ("ae_latent32_mnist", ["data=fashion_mnist"]),
+            "vae_conv_fashion": ("vae_conv", ["data=fashion_mnist"])}
 # Transfer matrix: denoisers trained on one dataset, each evaluated on both.
 TRANSFER = {"mnist": "denoise_mnist", "fashion_mnist": "denoise_fashion"}
 TINY = ["trainer=debug", "trainer.max_epochs=1"]
