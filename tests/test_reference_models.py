@@ -3,6 +3,7 @@ the IWAE bound, and a few real batches of their presets. The slow test checks th
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 
@@ -16,6 +17,7 @@ from aelab.models.ae_resnet import ResNetAutoencoder
 from aelab.models.base import Batch
 from aelab.models.sr_resnet import SRResNet, prime_factors
 from aelab.models.vae_resnet import ResNetVAE
+from aelab.module import with_run_length
 from conftest import compose_cfg
 
 GREY, RGB = (1, 28, 28), (3, 64, 64)
@@ -174,5 +176,18 @@ def test_sr_resnet_beats_bicubic_on_flowers(run_train):
     m = metrics_of(run_train(["experiment=superres_flowers", "data.batch_size=32", "trainer.max_epochs=1",
                               "trainer.limit_train_batches=40", "trainer.limit_val_batches=2",
                               "trainer.limit_test_batches=8", "model.width=16", "model.blocks=2",
-                              "scheduler.total_steps=40", "model.consistency=none"]))
+                              "model.consistency=none"]))
     assert m["test/psnr"] > m["test/psnr_baseline_bicubic"] + 0.1, m
+
+
+def test_a_null_total_steps_is_filled_with_the_run_length():
+    """The reference presets write OneCycleLR's total_steps as null: the module fills in Lightning's estimate of the
+    run's optimizer steps, leaves an explicit count alone, and refuses a run of unknown length in one line."""
+    one_cycle = functools.partial(torch.optim.lr_scheduler.OneCycleLR, max_lr=0.1, total_steps=None)
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    assert with_run_length(one_cycle, lambda: 12.0)(optimizer=opt).total_steps == 12
+    explicit = functools.partial(torch.optim.lr_scheduler.OneCycleLR, max_lr=0.1, total_steps=40)
+    assert with_run_length(explicit, lambda: 12.0) is explicit
+    assert with_run_length(None, lambda: 12.0) is None
+    with pytest.raises(ConfigError, match="total_steps=null needs a run of known length"):
+        with_run_length(one_cycle, lambda: float("inf"))

@@ -12,6 +12,7 @@ figures, image grids and the NLL ask `corrupted_batch` for their own named strea
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Callable
 
@@ -23,6 +24,7 @@ from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMe
 from aelab.adapters import logs_this_step
 from aelab.corruptions import Corruption, Identity
 from aelab.data import to_float
+from aelab.errors import check
 from aelab.models import Autoencoder, Batch
 from aelab.seeds import derive_seed, seeded_generator
 
@@ -52,6 +54,19 @@ def metrics_stride(n_batches: float, every: int) -> int:
         return max(1, every)
     return max(1, min(every, int(n_batches) // 3))
 
+
+
+def with_run_length(factory: Callable[..., Any] | None, steps: Callable[[], float]) -> Callable[..., Any] | None:
+    """A scheduler factory with `total_steps: null` (OneCycleLR in a preset) gets the run's optimizer steps, as
+    Lightning estimates them from epochs, batches per epoch and accumulation: a preset's schedule then follows any
+    `epochs=` or `data.batch_size=` override instead of raising once the steps run past a hand-written count."""
+    if isinstance(factory, functools.partial) and "total_steps" in factory.keywords \
+            and factory.keywords["total_steps"] is None:
+        total = steps()
+        check(math.isfinite(total), "scheduler.total_steps=null needs a run of known length: set epochs or "
+                                    "trainer.max_steps")
+        return functools.partial(factory, total_steps=int(total))
+    return factory
 
 class AutoencoderModule(L.LightningModule):
     def __init__(self, model: Autoencoder, corruption: Corruption | None = None,
@@ -240,7 +255,8 @@ class AutoencoderModule(L.LightningModule):
 
     # --- optimisation and checkpoints ---------------------------------------------------------------------------
     def configure_optimizers(self):
-        return self.model.configure_optimizers(self.optimizer_factory or torch.optim.Adam, self.scheduler_factory)
+        scheduler = with_run_length(self.scheduler_factory, lambda: self.trainer.estimated_stepping_batches)
+        return self.model.configure_optimizers(self.optimizer_factory or torch.optim.Adam, scheduler)
 
     def on_train_epoch_end(self) -> None:
         self._log_train_epoch_means()
