@@ -19,6 +19,7 @@ PUBLISHED_NLL = ("published (Burda et al., 2015, \"Importance Weighted Autoencod
 PUBLISHED_NLL_SHORT = "published VAE 86.76, IWAE 82.90 (Burda et al., 2015)"
 PROBE_BUDGETS = ("10", "100", "all")
 PROBE_KINDS = (("linear", "linear"), ("knn", "k-NN"))
+PROBES = tuple((kind, label, budget) for kind, label in PROBE_KINDS for budget in PROBE_BUDGETS)
 
 
 def fmt(value, digits: int = 2) -> str:
@@ -63,15 +64,16 @@ def job_record(job) -> dict:
     name, psnr = main_baseline(job.metrics)
     record = {"metrics": job.metrics if job.state == "succeeded" else None, "epochs": job.epochs,
               "wall_s": job.wall_s, "command": short_command(job), "baseline": {"name": name, "psnr": psnr},
-              "state": job.state}
+              "state": job.state, "data": job.data, "commit": job.commit}
     if job.error and job.state != "succeeded":
         record["error"] = job.error
     return record
 
 
 def results_json(jobs: list, transfer: list, machine: dict, tiny: bool, started) -> dict:
-    """{"machine", "commit", "presets": {preset: {"metrics": its metrics.json, "epochs", "wall_s", "command",
-    "baseline": {"name", "psnr"}, "state"}}, "variants": {the same, plus "preset"}, "transfer": {the same}}."""
+    """{"machine", "commit", "presets": {preset: {"metrics": its metrics.json, "epochs", "wall_s", "command", "data",
+    "commit" (the run's), "baseline": {"name", "psnr"}, "state"}}, "variants": {the same, plus "preset"},
+    "transfer": {the same}}."""
     presets = {j.name: job_record(j) for j in jobs if j.name == j.preset}
     variants = {j.name: {**job_record(j), "preset": j.preset} for j in jobs if j.name != j.preset}
     return {"machine": machine, "commit": machine.get("git_commit"), "written": started.isoformat(timespec="seconds"),
@@ -165,36 +167,44 @@ def likelihood_section(jobs: list) -> list[str]:
     return out + [""]
 
 
-def probe_table(metrics: dict) -> list[str]:
-    """'Codes as features' for one run: linear and k-NN test accuracy (%) on the model's codes, PCA codes of the
-    same size and raw pixels, at 10 / 100 labelled examples per class and all labels; [] without probe metrics."""
-    if not any(k.startswith("test/probe_") for k in metrics):
-        return []
-    out = ["| probe | labels per class | model | PCA | pixels | beats PCA? |", "|---|---|---|---|---|---|"]
-    for kind, label in PROBE_KINDS:
-        for budget in PROBE_BUDGETS:
-            key = f"test/probe_{kind}_{budget}"
-            model, pca, pixels = (metrics.get(key + s) for s in ("", "_baseline_pca", "_baseline_pixels"))
-            if model is None and pca is None and pixels is None:
-                continue
-            beats = "–" if model is None or pca is None else \
-                f"{'yes' if model > pca else 'no'} ({100 * (model - pca):+.1f})"
-            out.append(f"| {label} | {budget} | {pct(model)} | {pct(pca)} | {pct(pixels)} | {beats} |")
-    return out
+def probe_cells(metrics: dict, suffix: str = "") -> list[float | None]:
+    """The run's six probe accuracies (linear then k-NN; 10, 100, all labels per class) for `suffix` ("" for the
+    model's code, "_baseline_pca", "_baseline_pixels")."""
+    return [metrics.get(f"test/probe_{kind}_{budget}{suffix}") for kind, _, budget in PROBES]
+
+
+def probe_row(job) -> str:
+    """One run: each probe as 'model (PCA)', then in how many probes the code beats PCA of its size."""
+    model, pca = probe_cells(job.metrics), probe_cells(job.metrics, "_baseline_pca")
+    cells = [f"{pct(m)} ({pct(p)})" for m, p in zip(model, pca)]
+    compared = [(m, p) for m, p in zip(model, pca) if m is not None and p is not None]
+    wins = sum(m > p for m, p in compared)
+    verdict = "yes" if compared and wins == len(compared) else "no" if wins == 0 else "mixed"
+    return f"| {job.name} | {job.data or '–'} | " + " | ".join(cells) + f" | {verdict} ({wins} of {len(compared)}) |"
 
 
 def probe_section(jobs: list) -> list[str]:
-    tables = [(j.name, probe_table(j.metrics)) for j in jobs if j.state == "succeeded"]
-    tables = [(name, table) for name, table in tables if table]
-    if not tables:
+    """'Codes as features': one row per run with probe metrics, then raw pixels once per dataset (the labelled
+    draws are seeded, so every run on a dataset probes its pixels with the same examples)."""
+    runs = [j for j in jobs if j.state == "succeeded" and any(k.startswith("test/probe_") for k in j.metrics)]
+    if not runs:
         return []
     out = ["## Codes as features (test accuracy, %)", "",
-           "Classifiers trained on frozen codes: a linear probe (logistic regression) and k-NN, with 10 or 100 "
-           "labelled training examples per class or all labels; the same on PCA codes of the model's code size and "
-           "on raw pixels, with the same labelled examples. *beats PCA?*: model minus PCA in points.", ""]
-    for name, table in tables:
-        out += [f"### {name}", "", *table, ""]
-    return out
+           "Does the code beat PCA as a feature? Classifiers trained on each run's frozen codes of the clean test "
+           "images (posterior mean for VAEs): a linear probe (logistic regression, L2 chosen on the validation split) "
+           "and k-NN, with 10 or 100 labelled training examples per class or all labels. In brackets: the same "
+           "probe on PCA codes of the same size, fitted on the training images, with the same labelled examples. "
+           "*beats PCA*: in how many of the six probes the code scores higher.", "",
+           "| run | data | " + " | ".join(f"{label} {budget}" for _, label, budget in PROBES) + " | beats PCA |",
+           "|---|---|" + "---|" * len(PROBES) + "---|"]
+    out += [probe_row(j) for j in runs]
+    pixels = {}
+    for j in runs:
+        if j.data not in pixels and any(v is not None for v in probe_cells(j.metrics, "_baseline_pixels")):
+            pixels[j.data] = probe_cells(j.metrics, "_baseline_pixels")
+    out += [f"| *raw pixels* | {data or '–'} | " + " | ".join(pct(v) for v in cells) + " | – |"
+            for data, cells in pixels.items()]
+    return out + [""]
 
 
 def transfer_section(transfer: list, datasets: list[str]) -> list[str]:
@@ -246,7 +256,12 @@ def results_markdown(jobs: list, transfer: list, machine: dict, tiny: bool, star
     if tiny:
         out += ["**Tiny mode** (`trainer=debug trainer.max_epochs=1`: a few batches): the numbers only show that the "
                 "runner works, not how good the models are.", ""]
-    out += machine_lines(machine) + [""]
+    out += machine_lines(machine)
+    commits = sorted({j.commit for j in jobs + transfer if j.commit})
+    if commits and commits != [machine.get("git_commit")]:
+        out.append(f"- the runs ran at commit {', '.join(commits)} (each run's environment.json); this file was "
+                   "written at the commit above")
+    out += [""]
     rows, not_beating = preset_rows(jobs)
     out += ["## Presets (test split)", "",
             "PSNR in dB, per image, averaged over the test images; baselines are scored on the very same corrupted "

@@ -93,6 +93,8 @@ class Job:
     error: str | None = None
     metrics: dict = field(default_factory=dict)
     epochs: int | None = None
+    data: str | None = None  # the data config the run composed (data=...)
+    commit: str | None = None  # the git commit the run ran at (its environment.json)
 
 
 def cli(app: str) -> str:
@@ -136,12 +138,25 @@ def epochs_of(config: Path) -> int | None:
         return None
 
 
+def data_of(hydra_yaml: Path) -> str | None:
+    """The data config group the run chose (Hydra records its choices in .hydra/hydra.yaml)."""
+    try:
+        from omegaconf import OmegaConf
+
+        return OmegaConf.load(hydra_yaml).hydra.runtime.choices.get("data")
+    except Exception:  # no Hydra record (the job failed before Hydra wrote it)
+        return None
+
+
 def read_back(job: Job, status: dict) -> None:
-    """The job's state, error, metrics (exactly its metrics.json), epochs and wall time from its run directory."""
+    """The job's state, error, metrics (exactly its metrics.json), epochs, data and wall time from its run
+    directory."""
     job.state = status.get("state") or "not run"
     job.error = status.get("error")
     job.metrics = (read_json(job.run_dir / "metrics.json") or {}) if job.state == "succeeded" else {}
     job.epochs = epochs_of(job.run_dir / "config.yaml")
+    job.data = data_of(job.run_dir / ".hydra" / "hydra.yaml")
+    job.commit = (read_json(job.run_dir / "environment.json") or {}).get("git_commit")
 
 
 def reuse(job: Job, report_only: bool) -> bool:

@@ -155,7 +155,7 @@ def test_runner_rejects_unknown_names(tmp_path):
 class FakeJob:
     def __init__(self, name: str, metrics: dict, preset: str | None = None, state: str = "succeeded"):
         self.name, self.preset, self.metrics, self.state = name, preset or name, metrics, state
-        self.epochs, self.wall_s, self.error = 3, 12.0, None
+        self.epochs, self.wall_s, self.error, self.data, self.commit = 3, 12.0, None, "mnist", "abc"
         self.command = ["aelab-train", f"experiment={self.preset}", "hydra.run.dir=/tmp/x"]
 
 
@@ -213,15 +213,21 @@ def test_report_codes_as_features_table_from_probe_metrics():
         for kind, model in (("linear", 0.70 + 0.1 * i), ("knn", 0.60 + 0.1 * i)):
             key = f"test/probe_{kind}_{budget}"
             probes.update({key: model, f"{key}_baseline_pca": 0.65 + 0.1 * i, f"{key}_baseline_pixels": 0.5})
-    report = load_report()
-    table = report.probe_table({**VAE_METRICS, **probes})
-    assert table[0] == "| probe | labels per class | model | PCA | pixels | beats PCA? |"
-    rows = {tuple(c.strip() for c in line.strip("|").split("|")[:2]): line for line in table[2:]}
-    assert set(rows) == {(kind, b) for kind in ("linear", "k-NN") for b in ("10", "100", "all")}
-    assert rows[("linear", "10")] == "| linear | 10 | 70.0 | 65.0 | 50.0 | yes (+5.0) |"
-    assert rows[("k-NN", "all")] == "| k-NN | all | 80.0 | 85.0 | 50.0 | no (-5.0) |"
-    assert report.probe_table(VAE_METRICS) == []  # no probe metrics: no table
-    text = render([FakeJob("ae_conv_mnist", {**VAE_METRICS, **probes}), FakeJob("vae_conv", VAE_METRICS)])
+    fashion = FakeJob("ae_conv_fashion", {**VAE_METRICS, **probes, "test/probe_linear_10": 0.6}, "ae_conv_mnist")
+    fashion.data = "fashion_mnist"
+    text = render([FakeJob("ae_conv_mnist", {**VAE_METRICS, **probes}), FakeJob("vae_conv", VAE_METRICS), fashion])
     section = text.split("## Codes as features (test accuracy, %)")[1].split("\n## ")[0]
-    assert "### ae_conv_mnist" in section and "### vae_conv" not in section
+    rows = [line for line in section.splitlines() if line.startswith("| ")]
+    assert rows[0] == ("| run | data | linear 10 | linear 100 | linear all | k-NN 10 | k-NN 100 | k-NN all | "
+                       "beats PCA |")
+    assert rows[1] == ("| ae_conv_mnist | mnist | 70.0 (65.0) | 80.0 (75.0) | 90.0 (85.0) | 60.0 (65.0) | "
+                       "70.0 (75.0) | 80.0 (85.0) | mixed (3 of 6) |")
+    assert rows[2].startswith("| ae_conv_fashion | fashion_mnist | 60.0 (65.0) |")
+    assert rows[2].endswith("| mixed (2 of 6) |")
+    # raw pixels once per dataset; a run without probe metrics has no row
+    assert rows[3:] == ["| *raw pixels* | mnist | 50.0 | 50.0 | 50.0 | 50.0 | 50.0 | 50.0 | – |",
+                        "| *raw pixels* | fashion_mnist | 50.0 | 50.0 | 50.0 | 50.0 | 50.0 | 50.0 | – |"]
+    report = load_report()
+    assert report.probe_row(FakeJob("x", {**probes, **{k: 0.99 for k in probes if k.count("_") == 2}})).endswith(
+        "| yes (6 of 6) |")
     assert "## Codes as features" not in render([FakeJob("vae_conv", VAE_METRICS)])

@@ -102,11 +102,18 @@ def test_knn_vote_ties():
     assert probe.knn_predict(train, torch.tensor([0, 0, 1, 1]), q, k=4, metric="euclidean").item() == 0
 
 
-def test_standardize_uses_train_statistics():
-    train = torch.tensor([[0.0, 5.0], [2.0, 5.0]])
+def test_standardize_centres_per_feature_and_scales_the_set_as_one():
+    train = torch.tensor([[0.0, 5.0], [2.0, 5.0]])  # stds 1 and 0: one scale, sqrt((1 + 0) / 2)
     tr, other = probe.standardize(train, torch.tensor([[4.0, 6.0]]))
-    assert torch.allclose(tr, torch.tensor([[-1.0, 0.0], [1.0, 0.0]]))  # constant feature -> 0, not NaN
-    assert other[0, 0].item() == pytest.approx(3.0)
+    r2 = 2 ** 0.5
+    assert torch.allclose(tr, torch.tensor([[-r2, 0.0], [r2, 0.0]]))  # constant feature -> 0, not NaN
+    assert torch.allclose(other, torch.tensor([[3 * r2, r2]]))
+    # a rotated code is probed like the code itself (PCA codes are a rotation of pixels): the scaled features
+    # rotate with it, which z-scoring each feature would not do
+    x, _ = noise(50, 4, 2, 0)
+    x = x * torch.tensor([5.0, 1.0, 0.2, 0.05])
+    q = torch.linalg.qr(torch.randn(4, 4, generator=torch.Generator().manual_seed(1)))[0]
+    assert torch.allclose(probe.standardize(x @ q)[0], probe.standardize(x)[0] @ q, atol=1e-5)
 
 
 def test_fit_logistic_is_deterministic_and_converged():
