@@ -9,12 +9,10 @@ import os
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
-from aelab.config import CONFIG_DIR, REPO_ROOT
+from aelab.config import REPO_ROOT, compose
 
 DATA_DIR = Path(os.environ.get("AELAB_DATA_DIR", REPO_ROOT.parent / "shared" / "data")).resolve()
 FAST = ["trainer=debug"]  # a few batches on CPU
@@ -42,17 +40,8 @@ def _isolated_env(monkeypatch, tmp_path, cache_dir):
 
 
 def compose_cfg(overrides: list[str] = (), config_name: str = "train", output_dir: Path | None = None) -> DictConfig:
-    """Compose the real config as the CLI would, with hydra.runtime.output_dir set (for ${paths.output_dir})."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose(config_name=config_name, overrides=list(overrides), return_hydra_config=True)
-    if output_dir is not None:
-        with open_dict(cfg):
-            cfg.hydra.runtime.output_dir = str(output_dir)
-            cfg.hydra.job.num = 0
-            cfg.hydra.job.id = "test"
-        HydraConfig.instance().set_config(cfg)
-    return cfg
+    """The real config as the CLI composes it, the hydra node kept (tests read it; run_app_inprocess drops it)."""
+    return compose(overrides, config_name, output_dir, keep_hydra=True)
 
 
 def run_app_inprocess(overrides: list[str], output_dir: Path, config_name: str = "train"):

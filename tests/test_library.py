@@ -173,3 +173,17 @@ def test_each_lightning_message_and_progress_update_is_logged_once(example_run):
     # mode reads each carriage return as a line end, so each draw is a line
     draws = [s for s in console.splitlines() if s.startswith("Epoch 0:") and "5/5" in s and "val/loss" not in s]
     assert len(draws) == 1 and "train/loss=" in draws[0], draws
+
+
+def test_compose_gives_the_config_the_cli_would_run(tmp_path):
+    """aelab.config.compose: what a notebook or script calls before train(cfg); the Hydra state train() reads is set
+    for the given run directory, and the hydra node is dropped unless asked for."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from aelab.config import compose
+
+    cfg = compose(["experiment=ae_latent32_mnist", "model.latent_dim=16"], output_dir=tmp_path)
+    assert "hydra" not in cfg and cfg.model.latent_dim == 16 and cfg.model._target_.endswith("ResNetAutoencoder")
+    assert HydraConfig.get().runtime.output_dir == str(tmp_path)
+    assert HydraConfig.get().runtime.choices["experiment"] == "ae_latent32_mnist"
+    assert compose(["model.latent_dim=16"], keep_hydra=True).hydra.job.name

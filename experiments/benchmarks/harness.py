@@ -93,26 +93,10 @@ def find_data_dir() -> Path:
 
 
 def compose(overrides: list[str], output_dir: Path):
-    """The config aelab-train would run with these overrides (Hydra's compose API on the real conf/), with the
-    Hydra state train() reads (${hydra:runtime.output_dir}, the config choices for the hparams) set as the CLI
-    sets it. aelab has no public compose helper; tests/conftest.py's compose_cfg does the same for the tests."""
-    from hydra import compose as hydra_compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import open_dict
+    """The config aelab-train would run with these overrides, its Hydra state set for a run in `output_dir`."""
+    from aelab.config import compose as aelab_compose
 
-    from aelab.config import CONFIG_DIR
-
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = hydra_compose(config_name="train", overrides=list(overrides), return_hydra_config=True)
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = str(output_dir)
-        cfg.hydra.job.num, cfg.hydra.job.id = 0, "bench"
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        del cfg["hydra"]
-    return cfg
+    return aelab_compose(overrides, output_dir=output_dir)
 
 
 def callback_target(cls) -> str:

@@ -2,9 +2,10 @@
 
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 import aelab.conf
 
@@ -33,6 +34,32 @@ def register_resolvers() -> None:
 
 
 register_resolvers()
+
+
+def compose(overrides: Sequence[str] = (), config_name: str = "train", output_dir: str | Path | None = None,
+            keep_hydra: bool = False) -> DictConfig:
+    """The config `aelab-<config_name>` would run with these overrides, for scripts, notebooks and tests that call
+    aelab.train.train / aelab.evaluate.evaluate themselves: Hydra's compose API on the packaged configs. With
+    `output_dir`, the Hydra state those functions read (${hydra:runtime.output_dir}, the config choices that HPARAMS
+    records) is set as the CLI sets it. The `hydra` node is dropped, as the apps' tasks receive the config, unless
+    `keep_hydra`."""
+    from hydra import compose as hydra_compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = hydra_compose(config_name=config_name, overrides=list(overrides), return_hydra_config=True)
+    if output_dir is not None:
+        with open_dict(cfg):
+            cfg.hydra.runtime.output_dir = str(output_dir)
+            cfg.hydra.job.num, cfg.hydra.job.id = 0, "compose"
+        HydraConfig.instance().set_config(cfg)
+    if not keep_hydra:
+        with open_dict(cfg):
+            del cfg["hydra"]
+    return cfg
 
 
 def log_through_hydra() -> None:
