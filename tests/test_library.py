@@ -187,3 +187,19 @@ def test_compose_gives_the_config_the_cli_would_run(tmp_path):
     assert HydraConfig.get().runtime.output_dir == str(tmp_path)
     assert HydraConfig.get().runtime.choices["experiment"] == "ae_latent32_mnist"
     assert compose(["model.latent_dim=16"], keep_hydra=True).hydra.job.name
+
+
+def test_readme_notebook_recipe_trains_from_a_composed_config(tmp_path):
+    """README's 'From Python' recipe, shrunk: compose, train(cfg, RunDir), then the model's public methods."""
+    import torch
+
+    from aelab.config import compose
+    from aelab.runs import RunDir
+    from aelab.train import train
+
+    run = tmp_path / "notebook"
+    cfg = compose(["experiment=ae_latent32_mnist", "trainer=debug", "callbacks.probe=null",
+                   f"paths.data_dir={DATA_DIR}"], output_dir=run)
+    result = train(cfg, RunDir(run))
+    assert 0 < result.metrics["test/psnr"] < 100 and (run / "tensorboard").is_dir()
+    assert result.module.model.embed(torch.zeros(2, 1, 28, 28)).shape == (2, 32)
