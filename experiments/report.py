@@ -179,8 +179,9 @@ def probe_row(job) -> str:
     cells = [f"{pct(m)} ({pct(p)})" for m, p in zip(model, pca)]
     compared = [(m, p) for m, p in zip(model, pca) if m is not None and p is not None]
     wins = sum(m > p for m, p in compared)
-    verdict = "yes" if compared and wins == len(compared) else "no" if wins == 0 else "mixed"
-    return f"| {job.name} | {job.data or '–'} | " + " | ".join(cells) + f" | {verdict} ({wins} of {len(compared)}) |"
+    verdict = "–" if not compared else "yes" if wins == len(compared) else "no" if wins == 0 else "mixed"
+    count = f" ({wins} of {len(compared)})" if compared else ""
+    return f"| {job.name} | {job.data or '–'} | " + " | ".join(cells) + f" | {verdict}{count} |"
 
 
 def probe_section(jobs: list) -> list[str]:

@@ -230,4 +230,6 @@ def test_report_codes_as_features_table_from_probe_metrics():
     report = load_report()
     assert report.probe_row(FakeJob("x", {**probes, **{k: 0.99 for k in probes if k.count("_") == 2}})).endswith(
         "| yes (6 of 6) |")
+    no_pca = {k: v for k, v in probes.items() if not k.endswith("_pca")}  # callbacks.probe.baselines=[pixels]
+    assert report.probe_row(FakeJob("x", no_pca)).endswith("| 80.0 (–) | – |")
     assert "## Codes as features" not in render([FakeJob("vae_conv", VAE_METRICS)])
