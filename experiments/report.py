@@ -191,11 +191,12 @@ def probe_section(jobs: list) -> list[str]:
     if not runs:
         return []
     out = ["## Codes as features (test accuracy, %)", "",
-           "Does the code beat PCA as a feature? Classifiers trained on each run's frozen codes of the clean test "
-           "images (posterior mean for VAEs): a linear probe (logistic regression, L2 chosen on the validation split) "
-           "and k-NN, with 10 or 100 labelled training examples per class or all labels. In brackets: the same "
-           "probe on PCA codes of the same size, fitted on the training images, with the same labelled examples. "
-           "*beats PCA*: in how many of the six probes the code scores higher.", "",
+           "Does the code beat PCA as a feature? Classifiers on each run's frozen codes of clean images (posterior "
+           "mean for VAEs), trained with 10 or 100 labelled training images per class or all labels and scored on "
+           "the test split: a linear probe (logistic regression on centred codes with one scale per code, L2 chosen "
+           "on the validation split) and k-NN (`callbacks.probe.k` neighbours, `callbacks.probe.metric`, cosine by "
+           "default). In brackets: the same probe on PCA codes of the same size, fitted on the training images, with "
+           "the same labelled images. *beats PCA*: in how many of the six probes the code scores higher.", "",
            "| run | data | " + " | ".join(f"{label} {budget}" for _, label, budget in PROBES) + " | beats PCA |",
            "|---|---|" + "---|" * len(PROBES) + "---|"]
     out += [probe_row(j) for j in runs]
