@@ -59,10 +59,13 @@ SUPERRES = {("mnist", "x2", "area"): "superres_mnist",
             ("mnist", "x4", "bilinear"): "superres_mnist_x4_bilinear",
             ("flowers", "x2", "area"): "superres_flowers",
             ("flowers", "x4", "area"): "superres_flowers_x4"}  # a preset of its own
+# The bilinear variants switch off sr_resnet's area-consistency projection, which assumes area downsampling.
 VARIANTS = {"superres_mnist_x4_area": ("superres_mnist", ["corruption.downsample.factor=4"]),
-            "superres_mnist_x2_bilinear": ("superres_mnist", ["corruption.downsample.mode=bilinear"]),
+            "superres_mnist_x2_bilinear": ("superres_mnist", ["corruption.downsample.mode=bilinear",
+                                                              "model.consistency=none"]),
             "superres_mnist_x4_bilinear": ("superres_mnist", ["corruption.downsample.factor=4",
-                                                              "corruption.downsample.mode=bilinear"]),
+                                                              "corruption.downsample.mode=bilinear",
+                                                              "model.consistency=none"]),
             # Codes as features on a second dataset: the lesson's conv AE, the reference AE and the conv VAE on
             # Fashion-MNIST (same size, same batches per epoch, so the presets' schedules hold).
             "ae_conv_fashion": ("ae_conv_mnist", ["data=fashion_mnist"]),
