@@ -70,15 +70,17 @@ def job_record(job) -> dict:
     return record
 
 
-def results_json(jobs: list, transfer: list, machine: dict, tiny: bool, started) -> dict:
+def results_json(jobs: list, transfer: list, machine: dict, tiny: bool, started, carried: dict | None = None) -> dict:
     """{"machine", "commit", "presets": {preset: {"metrics": its metrics.json, "epochs", "wall_s", "command", "data",
     "commit" (the run's), "baseline": {"name", "psnr"}, "state"}}, "variants": {the same, plus "preset"},
-    "transfer": {the same}}."""
+    "transfer": {the same}}; with `carried` (run.py --merge: {"jobs", "written", "commit", "machine"} of the file
+    the carried-over jobs come from) also "carried_over": that."""
     presets = {j.name: job_record(j) for j in jobs if j.name == j.preset}
     variants = {j.name: {**job_record(j), "preset": j.preset} for j in jobs if j.name != j.preset}
     return {"machine": machine, "commit": machine.get("git_commit"), "written": started.isoformat(timespec="seconds"),
             "tiny": tiny, "presets": presets, "variants": variants,
-            "transfer": {j.name: {**job_record(j), "preset": j.preset} for j in transfer}}
+            "transfer": {j.name: {**job_record(j), "preset": j.preset} for j in transfer},
+            **({"carried_over": carried} if carried else {})}
 
 
 # --- RESULTS.md ----------------------------------------------------------------------------------------------------
@@ -248,9 +250,20 @@ def superres_section(jobs: list, superres: dict) -> list[str]:
     return out
 
 
+def carried_lines(carried: dict | None, machine: dict) -> list[str]:
+    """What run.py --merge carried over unchanged, from which file, and whether that file's machine was another."""
+    if not carried:
+        return []
+    fresh = "this machine" if carried.get("machine", {}).get("cpu") == machine.get("cpu") else "another machine"
+    return [f"- carried over unchanged from the RESULTS.json written {carried.get('written')} at "
+            f"{carried.get('commit')} (on {fresh}; `run.py --merge`): {', '.join(carried['jobs'])}; the other rows "
+            "were run for this file"]
+
+
 def results_markdown(jobs: list, transfer: list, machine: dict, tiny: bool, started, superres: dict,
-                     transfer_data: list[str]) -> str:
-    """RESULTS.md; `superres`: (data, factor, mode) -> job name; `transfer_data`: the transfer matrix's datasets."""
+                     transfer_data: list[str], carried: dict | None = None) -> str:
+    """RESULTS.md; `superres`: (data, factor, mode) -> job name; `transfer_data`: the transfer matrix's datasets;
+    `carried`: what run.py --merge carried over (see results_json)."""
     out = ["# Experiment results", "",
            f"Written by `python experiments/run.py{' --tiny' if tiny else ''}` on "
            f"{started:%Y-%m-%d %H:%M} (local time); every number is read from the run's `metrics.json` (all of "
@@ -263,7 +276,7 @@ def results_markdown(jobs: list, transfer: list, machine: dict, tiny: bool, star
     if commits and commits != [machine.get("git_commit")]:
         out.append(f"- the runs ran at commit {', '.join(commits)} (each run's environment.json); this file was "
                    "written at the commit above")
-    out += [""]
+    out += carried_lines(carried, machine) + [""]
     rows, not_beating = preset_rows(jobs)
     out += ["## Presets (test split)", "",
             "PSNR in dB, per image, averaged over the test images; baselines are scored on the very same corrupted "

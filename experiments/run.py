@@ -6,6 +6,8 @@
     python experiments/run.py --runs-dir outputs/experiments/<time>   # continue an interrupted run.py: jobs that
                                                     # succeeded there are read back, the others run
     python experiments/run.py --runs-dir outputs/experiments/<time> --report-only   # RESULTS from what finished
+    python experiments/run.py --only superres_mnist --merge   # rerun one preset (and its variants); every other
+                                                    # row is carried over from the RESULTS.json being rewritten
 
 The presets are every conf/experiment/*.yaml (less EXCLUDED): a new preset is run and reported without editing this
 file; a preset named <name>_lesson is shown beside its reference <name>. Each job is one `aelab-train
@@ -202,6 +204,35 @@ def run_job(job: Job, runs_dir: Path, tiny: bool, report_only: bool = False) -> 
           + (f": {job.error}" if job.error and job.state != "succeeded" else ""), flush=True)
 
 
+def carried_jobs(results: Path, fresh: set[str]) -> tuple[list[Job], list[Job], dict]:
+    """--merge: the train and transfer jobs of `results` (an earlier RESULTS.json) not in `fresh`, as Jobs rebuilt
+    from their records (metrics, epochs, wall time, command, data, commit and state exactly as recorded), and what
+    the file says of itself (written, commit, machine)."""
+    old = read_json(results)
+    if old is None:
+        sys.exit(f"run.py: error: --merge: {results} is missing or not JSON; run without --merge first")
+    if old.get("tiny"):
+        sys.exit(f"run.py: error: --merge: {results} holds --tiny runs; only full runs are carried over")
+
+    def job(name: str, record: dict, app: str) -> Job:
+        return Job(name, app, [], preset=record.get("preset", name), command=shlex.split(record["command"]),
+                   wall_s=record["wall_s"], state=record["state"], error=record.get("error"),
+                   metrics=record["metrics"] or {}, epochs=record["epochs"], data=record["data"],
+                   commit=record["commit"])
+
+    trained = [job(n, r, "aelab-train") for section in ("presets", "variants")
+               for n, r in old[section].items() if n not in fresh]
+    transfer = [job(n, r, "aelab-eval") for n, r in old["transfer"].items() if r["preset"] not in fresh]
+    return trained, transfer, {k: old.get(k) for k in ("written", "commit", "machine")}
+
+
+def merged(fresh: list[Job], carried: list[Job], order: list[str]) -> list[Job]:
+    """The fresh jobs and the carried ones in `order` (run.py's job order); a job of neither goes last."""
+    by_name = {j.name: j for j in carried} | {j.name: j for j in fresh}
+    rank = {name: i for i, name in enumerate(order)}
+    return sorted(by_name.values(), key=lambda j: rank.get(j.name, len(order)))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -215,7 +246,12 @@ def main(argv: list[str] | None = None) -> int:
                                                       "--tiny: a new temp dir)")
     parser.add_argument("--report-only", action="store_true",
                         help="run nothing: write RESULTS from the succeeded runs already in --runs-dir")
+    parser.add_argument("--merge", action="store_true",
+                        help="with --only: keep every other job's row from the RESULTS.json being rewritten "
+                             "(each keeps its own commit and wall time; RESULTS.md lists what was carried over)")
     args = parser.parse_args(argv)
+    if args.merge and (args.tiny or not args.only):
+        parser.error("--merge needs --only (the jobs to rerun) and full runs (not --tiny)")
     if args.report_only and not args.runs_dir:
         parser.error("--report-only needs --runs-dir (the folder of an earlier run.py)")
     if args.only and (unknown := sorted(set(args.only) - set(names))):
@@ -240,10 +276,19 @@ def main(argv: list[str] | None = None) -> int:
     for job in transfer:
         run_job(job, runs_dir, args.tiny, args.report_only)
 
+    carried, source = [], None
+    if args.merge:
+        fresh = {j.name for j in jobs}
+        carried_train, carried_transfer, source = carried_jobs(out.with_suffix(".json"), fresh)
+        carried = carried_train + carried_transfer
+        order = [j.name for j in train_jobs(None)] + [f"transfer_{a}_on_{b}" for a in TRANSFER for b in TRANSFER]
+        jobs, transfer = merged(jobs, carried_train, order), merged(transfer, carried_transfer, order)
+        source["jobs"] = sorted(j.name for j in carried)
+
     machine = machine_info()
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(results_markdown(jobs, transfer, machine, args.tiny, started, SUPERRES, list(TRANSFER)))
-    write_json_atomic(out.with_suffix(".json"), results_json(jobs, transfer, machine, args.tiny, started))
+    out.write_text(results_markdown(jobs, transfer, machine, args.tiny, started, SUPERRES, list(TRANSFER), source))
+    write_json_atomic(out.with_suffix(".json"), results_json(jobs, transfer, machine, args.tiny, started, source))
     print(f"[run.py] wrote {out} and {out.with_suffix('.json').name} (runs in {runs_dir})")
     return 1 if any(j.state != "succeeded" for j in jobs + transfer) else 0
 

@@ -233,3 +233,36 @@ def test_report_codes_as_features_table_from_probe_metrics():
     no_pca = {k: v for k, v in probes.items() if not k.endswith("_pca")}  # callbacks.probe.baselines=[pixels]
     assert report.probe_row(FakeJob("x", no_pca)).endswith("| 80.0 (–) | – |")
     assert "## Codes as features" not in render([FakeJob("vae_conv", VAE_METRICS)])
+
+def test_runner_merge_carries_every_other_row_over_exactly(tmp_path):
+    """--merge rewrites the rows of the jobs it was asked for and keeps the others' records as they were."""
+    report = load_report()
+    old_jobs = [FakeJob("ae_conv_mnist", VAE_METRICS), FakeJob("denoise_mnist", SR_METRICS),
+                FakeJob("ae_conv_fashion", VAE_METRICS, preset="ae_conv_mnist")]
+    transfer = [FakeJob("transfer_mnist_on_mnist", SR_METRICS, preset="denoise_mnist")]
+    old = report.results_json(old_jobs, transfer, {**MACHINE, "git_commit": "old"}, False, dt.datetime(2026, 1, 1))
+    out = tmp_path / "RESULTS.md"
+    out.with_suffix(".json").write_text(json.dumps(old))
+    # --report-only: nothing trains; the rerun preset (and its variant) is read back from an empty runs folder
+    code = load_runner().main(["--only", "ae_conv_mnist", "--merge", "--report-only", "--runs-dir",
+                               str(tmp_path / "runs"), "--out", str(out)])
+    assert code == 1  # the rerun jobs did not succeed
+    new = json.loads(out.with_suffix(".json").read_text())
+    assert new["presets"]["denoise_mnist"] == old["presets"]["denoise_mnist"]
+    assert new["transfer"] == old["transfer"]
+    assert new["presets"]["ae_conv_mnist"]["state"] == "not run"
+    assert new["variants"]["ae_conv_fashion"]["state"] == "not run"  # a preset's variants are rerun with it
+    assert new["carried_over"]["jobs"] == ["denoise_mnist", "transfer_mnist_on_mnist"]
+    assert new["carried_over"]["commit"] == "old" and new["carried_over"]["written"] == "2026-01-01T00:00:00"
+    text = out.read_text()
+    assert "carried over unchanged from the RESULTS.json written 2026-01-01T00:00:00 at old" in text
+    assert text.index("| ae_conv_mnist |") < text.index("| denoise_mnist |")  # run.py's order, not merge order
+    row = next(line for line in text.splitlines() if line.startswith("| denoise_mnist |"))
+    assert "| 24.00 |" in row and "22.50 (bicubic) | 1.50 |" in row  # the carried metrics, rendered as before
+
+
+@pytest.mark.parametrize("extra", [["--merge"], ["--merge", "--tiny", "--only", "ae_conv_mnist"]])
+def test_runner_merge_needs_only_and_full_runs(extra, tmp_path):
+    proc = subprocess.run([sys.executable, str(RUNNER), *extra, "--runs-dir", str(tmp_path)],
+                          capture_output=True, text=True, cwd=REPO_ROOT)
+    assert proc.returncode == 2 and "--merge needs --only" in proc.stderr
