@@ -78,6 +78,31 @@ def test_sr_resnet_learns_on_a_batch(residual, loss):
     assert terms.output.min() >= 0 and terms.output.max() <= 1
 
 
+@pytest.mark.parametrize("shape", [GREY, (3, 32, 48)], ids=["square", "wide"])
+def test_sr_resnet_self_ensemble_is_equivariant_at_evaluation_only(shape):
+    """With self_ensemble the evaluated net commutes with flips of its input (the mean over the flips and turns makes
+    it so; a trained net alone does not), and training sees the plain net."""
+    torch.manual_seed(0)
+    plain = SRResNet(small(shape, 2), shape, width=8, blocks=1, consistency="area")
+    for p in plain.parameters():  # a net whose tail is not zero, so it is not just the (equivariant) interpolation
+        torch.nn.init.normal_(p, std=0.3)
+    ensemble = SRResNet(small(shape, 2), shape, width=8, blocks=1, consistency="area", self_ensemble=True)
+    ensemble.load_state_dict(plain.state_dict())
+    x = torch.rand(2, *small(shape, 2))
+    target = torch.rand(2, *shape)
+    with torch.no_grad():
+        plain.eval(), ensemble.eval()
+        flipped = ensemble(x.flip(-2)).flip(-2)
+        assert torch.allclose(flipped, ensemble(x), atol=1e-5)
+        assert not torch.allclose(plain(x.flip(-2)).flip(-2), plain(x), atol=1e-3)
+        evaluated = ensemble.loss(Batch(x, target)).output
+        assert torch.allclose(evaluated, ensemble(x).clamp(0, 1), atol=1e-4)
+        # each member is area-consistent, so their mean is too
+        assert torch.allclose(F.avg_pool2d(ensemble.predict(x), 2), x, atol=1e-5)
+        ensemble.train(), plain.train()
+        assert torch.equal(ensemble.loss(Batch(x, target)).loss, plain.loss(Batch(x, target)).loss)
+
+
 # --- ae_resnet ------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("shape", [GREY, RGB], ids=["grey28", "rgb64"])
 def test_ae_resnet_shapes_and_dense_code(shape):

@@ -17,6 +17,10 @@ difference between the input and the output's block means) is an orthogonal proj
 target, so it can only reduce the error; on MNIST x2 it lifts plain bicubic from 20.6 to 21.7 dB. Use it only with
 corruption.downsample.mode=area.
 
+`self_ensemble: true` is EDSR+'s geometric self-ensemble: at evaluation (never in training) the output is the mean of
+the net's outputs for the 8 flips and quarter turns of the input, each turned back (4 for non-square inputs: no
+quarter turns). It costs 8x the evaluation and trains nothing; experiments/README shows what it adds.
+
 `encode` returns the feature map with the input appended as its last C channels (the global residual needs it),
 `decode` splits them again: `decode(encode(x))` is the full prediction, as the contract has it. The feature map is
 no code (`has_code = False`): no embed / generate, no latent figures, no PCA baseline.
@@ -32,7 +36,7 @@ from torch import nn
 
 from aelab.errors import ConfigError, check
 from aelab.models.ae_resnet import Interval, ResBlock, configure_with_interval
-from aelab.models.base import Autoencoder, Batch, LossTerms
+from aelab.models.base import Autoencoder, Batch, LossTerms, reconstruction_loss
 from aelab.types import NonNegativeInt, PositiveFloat, PositiveInt
 
 EPS = 1e-4  # images are kept in [EPS, 1 - EPS] before the logit, so logits stay finite (|logit| <= 9.2)
@@ -55,6 +59,7 @@ class SRResNet(Autoencoder):
     predicts sub-pixels at the input size); consistency: none | area (the output's f x f block means are set to the
     input's pixels: the exact constraint of area downsampling, corruption.downsample.mode=area); interpolation:
     bicubic | bilinear (the global residual's base); residual: where the net's output is added (see `decode`);
+    self_ensemble: evaluate as the mean over flips and turns of the input (see the module docstring);
     scheduler_interval: how often a configured scheduler steps."""
 
     has_code = False
@@ -64,7 +69,7 @@ class SRResNet(Autoencoder):
                  upsample: Literal["stepwise", "once", "subpixel"] = "stepwise",
                  interpolation: Literal["bicubic", "bilinear"] = "bicubic",
                  residual: Literal["pixel", "logit"] = "pixel", consistency: Literal["none", "area"] = "none",
-                 scheduler_interval: Interval = "step", **kwargs):
+                 self_ensemble: bool = False, scheduler_interval: Interval = "step", **kwargs):
         super().__init__(*args, **kwargs)
         (c_in, h, w), (c_out, hh, ww) = self.input_shape, self.output_shape
         check(c_in == c_out, f"sr_resnet maps C channels to C channels; got input {self.input_shape}, "
@@ -80,7 +85,7 @@ class SRResNet(Autoencoder):
         self.factor = hh // h
         check(consistency in ("none", "area"), f"model.consistency={consistency!r} is not one of ['none', 'area']")
         self.interpolation, self.residual, self.consistency = interpolation, residual, consistency
-        self.scheduler_interval = scheduler_interval
+        self.self_ensemble, self.scheduler_interval = bool(self_ensemble), scheduler_interval
         self.head = nn.Conv2d(c_in, width, 3, padding=1)
         self.body = nn.Sequential(*[ResBlock(width, "none", res_scale) for _ in range(blocks)],
                                   nn.Conv2d(width, width, 3, padding=1))
@@ -121,6 +126,24 @@ class SRResNet(Autoencoder):
             img = img + F.interpolate(x - F.avg_pool2d(img, f), scale_factor=f, mode="nearest")
         return img
 
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """The output image in pixel space, unclamped: `image(encode(x))`, or with self_ensemble at evaluation the
+        mean of that over the flips and turns of x, each turned back."""
+        if not self.self_ensemble or self.training:
+            return self.image(self.encode(x))
+        turns = (0, 1, 2, 3) if x.shape[-1] == x.shape[-2] else (0, 2)
+        outs = []
+        for flip in (False, True):
+            for k in turns:
+                y = self.image(self.encode(torch.rot90(x.flip(-1) if flip else x, k, (-2, -1))))
+                y = torch.rot90(y, -k, (-2, -1))
+                outs.append(y.flip(-1) if flip else y)
+        return torch.stack(outs).mean(0)
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Images in [eps, 1 - eps] (sigmoid of `decode`'s logits, and the self-ensemble where it is on)."""
+        return self.predict(x).clamp(EPS, 1 - EPS)
+
     def decode(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Logits of the output image = logit(clamp(image, eps, 1 - eps)), where
 
@@ -140,10 +163,12 @@ class SRResNet(Autoencoder):
         """l1 / mse: the loss of the unclamped image, the same as the configured loss wherever the image lies in
         [0, 1]. Outside it, it also sees the overshoot: a clamped loss gives such a pixel no gradient, and a
         straight-through clamp pushes a pixel whose target is 0 or 1 ever further out (its clamped value eps never
-        reaches the target), which made training diverge. bce: the base loss on the logits."""
+        reaches the target), which made training diverge. bce: the loss on `decode`'s logits."""
+        img = self.predict(batch.input)
         if self.recon_kind == "bce":
-            return super().loss(batch, step)
-        img = self.image(self.encode(batch.input, batch.label))
+            logits = torch.logit(img.clamp(EPS, 1 - EPS))
+            recon = reconstruction_loss(logits, batch.target, "bce", self.reduction)
+            return LossTerms(loss=recon, recon_loss=recon, output=torch.sigmoid(logits))
         err = img - batch.target
         per_pixel = err.square() if self.recon_kind == "mse" else err.abs()
         recon = per_pixel.mean() if self.reduction == "mean" else per_pixel.flatten(1).sum(1).mean()
