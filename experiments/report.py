@@ -254,9 +254,11 @@ def carried_lines(carried: dict | None, machine: dict) -> list[str]:
     """What run.py --merge carried over unchanged, from which file, and whether that file's machine was another."""
     if not carried:
         return []
-    fresh = "this machine" if carried.get("machine", {}).get("cpu") == machine.get("cpu") else "another machine"
+    then = carried.get("machine") or {}
+    where = ("this machine" if then.get("cpu") == machine.get("cpu") and then.get("cores") == machine.get("cores")
+             else f"another machine: {then.get('cpu')}, {then.get('cores')} logical CPUs, so wall times differ")
     return [f"- carried over unchanged from the RESULTS.json written {carried.get('written')} at "
-            f"{carried.get('commit')} (on {fresh}; `run.py --merge`): {', '.join(carried['jobs'])}; the other rows "
+            f"{carried.get('commit')} (on {where}; `run.py --merge`): {', '.join(carried['jobs'])}; the other rows "
             "were run for this file"]
 
 
