@@ -64,7 +64,7 @@ def job_record(job) -> dict:
     name, psnr = main_baseline(job.metrics)
     record = {"metrics": job.metrics if job.state == "succeeded" else None, "epochs": job.epochs,
               "wall_s": job.wall_s, "command": short_command(job), "baseline": {"name": name, "psnr": psnr},
-              "state": job.state, "data": job.data, "commit": job.commit}
+              "state": job.state, "data": job.data, "commit": job.commit, "machine": job.machine}
     if job.error and job.state != "succeeded":
         record["error"] = job.error
     return record
@@ -72,9 +72,9 @@ def job_record(job) -> dict:
 
 def results_json(jobs: list, transfer: list, machine: dict, tiny: bool, started, carried: dict | None = None) -> dict:
     """{"machine", "commit", "presets": {preset: {"metrics": its metrics.json, "epochs", "wall_s", "command", "data",
-    "commit" (the run's), "baseline": {"name", "psnr"}, "state"}}, "variants": {the same, plus "preset"},
-    "transfer": {the same}}; with `carried` (run.py --merge: {"jobs", "written", "commit", "machine"} of the file
-    the carried-over jobs come from) also "carried_over": that."""
+    "commit" and "machine" ({"cpu", "cores"}) of the run, "baseline": {"name", "psnr"}, "state"}}, "variants": {the
+    same, plus "preset"}, "transfer": {the same}}; with `carried` (run.py --merge: {"jobs", "written", "commit",
+    "machine"} of the file the carried-over jobs come from) also "carried_over": that."""
     presets = {j.name: job_record(j) for j in jobs if j.name == j.preset}
     variants = {j.name: {**job_record(j), "preset": j.preset} for j in jobs if j.name != j.preset}
     return {"machine": machine, "commit": machine.get("git_commit"), "written": started.isoformat(timespec="seconds"),
@@ -250,16 +250,23 @@ def superres_section(jobs: list, superres: dict) -> list[str]:
     return out
 
 
-def carried_lines(carried: dict | None, machine: dict) -> list[str]:
-    """What run.py --merge carried over unchanged, from which file, and whether that file's machine was another."""
-    if not carried:
-        return []
-    then = carried.get("machine") or {}
-    where = ("this machine" if then.get("cpu") == machine.get("cpu") and then.get("cores") == machine.get("cores")
-             else f"another machine: {then.get('cpu')}, {then.get('cores')} logical CPUs, so wall times differ")
-    return [f"- carried over unchanged from the RESULTS.json written {carried.get('written')} at "
-            f"{carried.get('commit')} (on {where}; `run.py --merge`): {', '.join(carried['jobs'])}; the other rows "
-            "were run for this file"]
+def carried_lines(carried: dict | None, jobs: list, machine: dict) -> list[str]:
+    """What run.py --merge carried over unchanged and from which file; which rows ran on another machine than this
+    one (their wall times do not compare)."""
+    out = []
+    if carried:
+        out.append(f"- carried over unchanged from the RESULTS.json written {carried.get('written')} at "
+                   f"{carried.get('commit')} (`run.py --merge`): {', '.join(carried['jobs'])}; the other rows were "
+                   "run for this file")
+    here = (machine.get("cpu"), machine.get("cores"))
+    elsewhere: dict[tuple, list[str]] = {}
+    for job in jobs:
+        if job.machine and (job.machine.get("cpu"), job.machine.get("cores")) != here:
+            elsewhere.setdefault((job.machine.get("cpu"), job.machine.get("cores")), []).append(job.name)
+    for (cpu, cores), names in elsewhere.items():
+        out.append(f"- run on another machine ({cpu}, {cores} logical CPUs), so their wall times do not compare with "
+                   f"this machine's: {', '.join(names)}")
+    return out
 
 
 def results_markdown(jobs: list, transfer: list, machine: dict, tiny: bool, started, superres: dict,
@@ -278,7 +285,7 @@ def results_markdown(jobs: list, transfer: list, machine: dict, tiny: bool, star
     if commits and commits != [machine.get("git_commit")]:
         out.append(f"- the runs ran at commit {', '.join(commits)} (each run's environment.json); this file was "
                    "written at the commit above")
-    out += carried_lines(carried, machine) + [""]
+    out += carried_lines(carried, jobs + transfer, machine) + [""]
     rows, not_beating = preset_rows(jobs)
     out += ["## Presets (test split)", "",
             "PSNR in dB, per image, averaged over the test images; baselines are scored on the very same corrupted "

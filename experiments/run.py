@@ -100,6 +100,7 @@ class Job:
     epochs: int | None = None
     data: str | None = None  # the data config the run composed (data=...)
     commit: str | None = None  # the git commit the run ran at (its environment.json)
+    machine: dict | None = None  # {"cpu", "cores"} of the machine it ran on (carried-over rows keep theirs)
 
 
 def cli(app: str) -> str:
@@ -214,16 +215,26 @@ def carried_jobs(results: Path, fresh: set[str]) -> tuple[list[Job], list[Job], 
     if old.get("tiny"):
         sys.exit(f"run.py: error: --merge: {results} holds --tiny runs; only full runs are carried over")
 
+    earlier = old.get("carried_over") or {}
+
     def job(name: str, record: dict, app: str) -> Job:
+        # records written before jobs kept their machine: the one of the file they were run for
+        source = earlier["machine"] if name in earlier.get("jobs", ()) else old["machine"]
+        ran_on = record.get("machine") or where(source)
         return Job(name, app, [], preset=record.get("preset", name), command=shlex.split(record["command"]),
                    wall_s=record["wall_s"], state=record["state"], error=record.get("error"),
                    metrics=record["metrics"] or {}, epochs=record["epochs"], data=record["data"],
-                   commit=record["commit"])
+                   commit=record["commit"], machine=ran_on)
 
     trained = [job(n, r, "aelab-train") for section in ("presets", "variants")
                for n, r in old[section].items() if n not in fresh]
     transfer = [job(n, r, "aelab-eval") for n, r in old["transfer"].items() if r["preset"] not in fresh]
     return trained, transfer, {k: old.get(k) for k in ("written", "commit", "machine")}
+
+
+def where(machine: dict) -> dict:
+    """What a row keeps of the machine it ran on: enough to tell whether wall times compare."""
+    return {"cpu": machine.get("cpu"), "cores": machine.get("cores")}
 
 
 def merged(fresh: list[Job], carried: list[Job], order: list[str]) -> list[Job]:
@@ -276,6 +287,9 @@ def main(argv: list[str] | None = None) -> int:
     for job in transfer:
         run_job(job, runs_dir, args.tiny, args.report_only)
 
+    machine = machine_info()
+    for job in jobs + transfer:  # run (or read back from --runs-dir) here
+        job.machine = where(machine)
     carried, source = [], None
     if args.merge:
         fresh = {j.name for j in jobs}
@@ -285,7 +299,6 @@ def main(argv: list[str] | None = None) -> int:
         jobs, transfer = merged(jobs, carried_train, order), merged(transfer, carried_transfer, order)
         source["jobs"] = sorted(j.name for j in carried)
 
-    machine = machine_info()
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(results_markdown(jobs, transfer, machine, args.tiny, started, SUPERRES, list(TRANSFER), source))
     write_json_atomic(out.with_suffix(".json"), results_json(jobs, transfer, machine, args.tiny, started, source))

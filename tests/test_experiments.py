@@ -156,6 +156,7 @@ class FakeJob:
     def __init__(self, name: str, metrics: dict, preset: str | None = None, state: str = "succeeded"):
         self.name, self.preset, self.metrics, self.state = name, preset or name, metrics, state
         self.epochs, self.wall_s, self.error, self.data, self.commit = 3, 12.0, None, "mnist", "abc"
+        self.machine = {"cpu": "CPU", "cores": 2}
         self.command = ["aelab-train", f"experiment={self.preset}", "hydra.run.dir=/tmp/x"]
 
 
@@ -241,6 +242,12 @@ def test_runner_merge_carries_every_other_row_over_exactly(tmp_path):
                 FakeJob("ae_conv_fashion", VAE_METRICS, preset="ae_conv_mnist")]
     transfer = [FakeJob("transfer_mnist_on_mnist", SR_METRICS, preset="denoise_mnist")]
     old = report.results_json(old_jobs, transfer, {**MACHINE, "git_commit": "old"}, False, dt.datetime(2026, 1, 1))
+    # an earlier merge carried denoise_mnist over from another machine; the file predates per-row machines
+    old["carried_over"] = {"jobs": ["denoise_mnist"], "written": "2025", "commit": "older",
+                           "machine": {**MACHINE, "cpu": "Other CPU"}}
+    for section in ("presets", "variants", "transfer"):
+        for record in old[section].values():
+            del record["machine"]
     out = tmp_path / "RESULTS.md"
     out.with_suffix(".json").write_text(json.dumps(old))
     # --report-only: nothing trains; the rerun preset (and its variant) is read back from an empty runs folder
@@ -248,14 +255,20 @@ def test_runner_merge_carries_every_other_row_over_exactly(tmp_path):
                                str(tmp_path / "runs"), "--out", str(out)])
     assert code == 1  # the rerun jobs did not succeed
     new = json.loads(out.with_suffix(".json").read_text())
-    assert new["presets"]["denoise_mnist"] == old["presets"]["denoise_mnist"]
-    assert new["transfer"] == old["transfer"]
+    here = {"cpu": new["machine"]["cpu"], "cores": new["machine"]["cores"]}
+    assert new["presets"]["denoise_mnist"] == {**old["presets"]["denoise_mnist"],
+                                               "machine": {"cpu": "Other CPU", "cores": 2}}
+    assert new["transfer"]["transfer_mnist_on_mnist"] == {**old["transfer"]["transfer_mnist_on_mnist"],
+                                                          "machine": {"cpu": "CPU", "cores": 2}}
+    assert new["presets"]["ae_conv_mnist"]["machine"] == here  # read back here
     assert new["presets"]["ae_conv_mnist"]["state"] == "not run"
     assert new["variants"]["ae_conv_fashion"]["state"] == "not run"  # a preset's variants are rerun with it
     assert new["carried_over"]["jobs"] == ["denoise_mnist", "transfer_mnist_on_mnist"]
     assert new["carried_over"]["commit"] == "old" and new["carried_over"]["written"] == "2026-01-01T00:00:00"
     text = out.read_text()
     assert "carried over unchanged from the RESULTS.json written 2026-01-01T00:00:00 at old" in text
+    assert "- run on another machine (Other CPU, 2 logical CPUs), so their wall times do not compare with this " \
+           "machine's: denoise_mnist\n" in text
     assert text.index("| ae_conv_mnist |") < text.index("| denoise_mnist |")  # run.py's order, not merge order
     row = next(line for line in text.splitlines() if line.startswith("| denoise_mnist |"))
     assert "| 24.00 |" in row and "22.50 (bicubic) | 1.50 |" in row  # the carried metrics, rendered as before
