@@ -122,6 +122,10 @@ def train_jobs(only: set[str] | None, presets: list[str] = PRESETS) -> list[Job]
     return jobs
 
 
+def transfer_name(train_data: str, test_data: str) -> str:
+    return f"transfer_{train_data}_on_{test_data}"
+
+
 def transfer_jobs(trained: dict[str, Job]) -> list[Job]:
     jobs = []
     for train_data, preset in TRANSFER.items():
@@ -130,7 +134,7 @@ def transfer_jobs(trained: dict[str, Job]) -> list[Job]:
             continue
         ckpt = job.run_dir / "checkpoints" / "best.ckpt"
         for test_data in TRANSFER:
-            jobs.append(Job(f"transfer_{train_data}_on_{test_data}", "aelab-eval",
+            jobs.append(Job(transfer_name(train_data, test_data), "aelab-eval",
                             [f"ckpt_path={ckpt}", f"data={test_data}"], preset=preset))
     return jobs
 
@@ -295,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
         fresh = {j.name for j in jobs}
         carried_train, carried_transfer, source = carried_jobs(out.with_suffix(".json"), fresh)
         carried = carried_train + carried_transfer
-        order = [j.name for j in train_jobs(None)] + [f"transfer_{a}_on_{b}" for a in TRANSFER for b in TRANSFER]
+        order = [j.name for j in train_jobs(None)] + [transfer_name(a, b) for a in TRANSFER for b in TRANSFER]
         jobs, transfer = merged(jobs, carried_train, order), merged(transfer, carried_transfer, order)
         source["jobs"] = sorted(j.name for j in carried)
 
