@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -160,6 +161,33 @@ def test_iwae_loss_is_below_the_elbo_loss_on_the_same_batch():
     assert abs(iwae1 - elbo) < 0.01 * elbo
     terms = ResNetVAE(GREY, GREY, channels=[8, 16], blocks=[0, 1], latent_dim=4, objective="iwae").loss(batch)
     assert set(terms.logged()) == {"loss", "recon_loss", "kl_loss"} and terms.loss.requires_grad
+
+
+def test_iwae_elbo_warmup_epochs_train_on_the_elbo_then_on_the_iwae_bound():
+    """objective=iwae with elbo_warmup_epochs=1: epoch 0's training steps are the ELBO (same draws, same value as
+    the ELBO model's loss), epoch 1's the IWAE bound; evaluation always scores the IWAE bound, and the switch keeps
+    the model out of graph capture."""
+    torch.manual_seed(0)
+    x = (torch.rand(8, *GREY) < 0.3).float()
+    batch = Batch(x, x)
+    kw = dict(channels=[8, 16], blocks=[0, 1], latent_dim=4, iwae_samples=4)
+    torch.manual_seed(1)
+    vae = ResNetVAE(GREY, GREY, objective="iwae", elbo_warmup_epochs=1, **kw)
+    torch.manual_seed(1)
+    elbo_vae = ResNetVAE(GREY, GREY, objective="elbo", **kw)
+
+    def seeded(fn, *args):
+        torch.manual_seed(7)
+        return fn(*args).loss
+
+    for epoch, reference in ((0, lambda: seeded(elbo_vae.loss, batch)), (1, lambda: seeded(vae.loss, batch))):
+        got = seeded(vae.training_step, batch, 0, SimpleNamespace(current_epoch=epoch))
+        assert torch.equal(got, reference()), epoch
+    assert not torch.equal(seeded(vae.loss, batch), seeded(elbo_vae.loss, batch))  # eval: the IWAE bound
+    assert not vae.capabilities.capturable
+    assert ResNetVAE(GREY, GREY, objective="iwae", **kw).capabilities.capturable
+    with pytest.raises(ConfigError, match="elbo_warmup_epochs=2 needs model.objective=iwae"):
+        ResNetVAE(GREY, GREY, objective="elbo", elbo_warmup_epochs=2)
 
 
 # --- presets: a few real batches ------------------------------------------------------------------------------------

@@ -7,11 +7,15 @@ objective=iwae   loss = -log (1/K sum_k w_k), w_k = p(x, z_k) / q(z_k | x), z_k 
                  `recon_loss` and `kl_loss` are still logged as the single-sample ELBO terms (one draw, no
                  gradient), so they compare across objectives. The IWAE bound needs the Bernoulli decoder
                  (recon_loss=bce) and has no beta / warm-up / free bits.
+                 elbo_warmup_epochs=N trains the first N epochs on the ELBO instead (an ELBO step costs about
+                 1/K of an IWAE step, and a VAE is the usual start for IWAE training); validation and test
+                 always score the IWAE bound, so val/loss is one quantity over the whole run.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Literal
 
 import torch
@@ -19,7 +23,7 @@ from torch import nn
 
 from aelab.errors import check
 from aelab.models.ae_resnet import Interval, Norm, ResNetDecoder, ResNetEncoder, check_stages, configure_with_interval
-from aelab.models.base import Batch, LossTerms, VariationalAutoencoder
+from aelab.models.base import Batch, Capabilities, LossTerms, VariationalAutoencoder
 from aelab.types import NonNegativeInt, PositiveInt
 
 
@@ -32,7 +36,7 @@ class ResNetVAE(VariationalAutoencoder):
 
     def __init__(self, *args, channels: list[PositiveInt] = (16, 32, 64), blocks: list[NonNegativeInt] = (0, 1, 1),
                  norm: Norm = "none", objective: Literal["elbo", "iwae"] = "elbo", iwae_samples: PositiveInt = 5,
-                 scheduler_interval: Interval = "step", **kwargs):
+                 elbo_warmup_epochs: NonNegativeInt = 0, scheduler_interval: Interval = "step", **kwargs):
         super().__init__(*args, **kwargs)
         channels, blocks = check_stages(channels, blocks)
         check(objective in ("elbo", "iwae"), f"model.objective={objective!r} is not one of ['elbo', 'iwae']")
@@ -42,6 +46,12 @@ class ResNetVAE(VariationalAutoencoder):
             check(self.recon_kind == "bce", "model.objective=iwae needs the Bernoulli decoder: model.recon_loss=bce")
             check(self.beta == 1.0 and self.kl_warmup_steps == 0 and self.free_bits == 0.0,
                   "model.objective=iwae has no beta, kl_warmup_steps or free_bits: leave them at 1.0, 0, 0.0")
+        check(isinstance(elbo_warmup_epochs, int) and elbo_warmup_epochs >= 0,
+              f"model.elbo_warmup_epochs must be an integer >= 0, got {elbo_warmup_epochs!r}")
+        check(elbo_warmup_epochs == 0 or objective == "iwae",
+              f"model.elbo_warmup_epochs={elbo_warmup_epochs} needs model.objective=iwae (the ELBO objective has no "
+              "other bound to warm up for)")
+        self.elbo_warmup_epochs = elbo_warmup_epochs
         self.objective, self.iwae_samples, self.scheduler_interval = objective, iwae_samples, scheduler_interval
         conv = ResNetEncoder(self.input_shape[0], channels, blocks, norm)
         spatial = conv.out_shape(self.input_shape)
@@ -49,9 +59,24 @@ class ResNetVAE(VariationalAutoencoder):
         self.decoder = nn.Sequential(nn.Linear(self.latent_dim, math.prod(spatial)), nn.Unflatten(1, spatial),
                                      ResNetDecoder(spatial, channels[::-1], blocks[::-1], self.output_shape, norm))
 
+    @property
+    def capabilities(self) -> Capabilities:
+        caps = super().capabilities
+        # the objective switches at an epoch boundary, which a recorded graph would freeze
+        return replace(caps, capturable=caps.capturable and self.elbo_warmup_epochs == 0)
+
+    def training_step(self, batch: Batch, step: int, module) -> LossTerms:
+        if module.current_epoch < self.elbo_warmup_epochs:
+            return self.elbo_loss(batch, step)
+        return self.loss(batch, step)
+
+    def elbo_loss(self, batch: Batch, step: int = 0) -> LossTerms:
+        """-ELBO, whatever the objective (the warm-up epochs of objective=iwae)."""
+        return super().loss(batch, step)
+
     def loss(self, batch: Batch, step: int = 0) -> LossTerms:
         if self.objective == "elbo":
-            return super().loss(batch, step)
+            return self.elbo_loss(batch, step)
         log_w = self.log_importance_weights(batch.input, batch.target, batch.label, self.iwae_samples)  # [K, B]
         bound = torch.logsumexp(log_w, dim=0) - math.log(self.iwae_samples)  # per image
         with torch.no_grad():  # the single-sample terms, logged for comparison with the ELBO runs
