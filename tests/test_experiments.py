@@ -91,7 +91,14 @@ def test_preset_composes_with_debug_trainer(name, tmp_path):
     assert cfg.trainer.max_epochs >= 1 and "baselines" in cfg.callbacks
 
 
-@pytest.mark.parametrize("name", PRESETS)
+# the lesson's flowers autoencoders take about a minute each here (64x64 RGB through the lesson's bottleneck AE, and
+# flowers' 102-class probe): they train in the slow run; every other preset, the flowers reference ones included,
+# trains in the default one
+SLOW_PRESETS = {"superres_flowers_lesson", "superres_flowers_x4_lesson"}
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_PRESETS else n
+                                  for n in PRESETS])
 def test_preset_trains_a_few_real_batches(name, run_train):
     run = run_train([f"experiment={name}", *FAST, *EXTRA.get(name, [])])
     assert json.loads((run / "status.json").read_text())["state"] == "succeeded"

@@ -1,11 +1,13 @@
 """Short real trainings on MNIST for every model family; what they log is read back from the event files."""
 
 import json
+from types import SimpleNamespace
 
 import pytest
+import torch
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-from conftest import read_events
+from conftest import FAST, compose_cfg, read_events
 
 COMMON = ["train/loss", "train/recon_loss", "train/psnr", "train/ssim", "val/loss", "val/recon_loss", "val/psnr",
           "val/ssim", "test/loss", "test/recon_loss", "test/psnr", "test/ssim"]
@@ -60,6 +62,41 @@ def test_eval_reproduces_the_test_metrics_of_training(run_train):
     evaluated = json.loads((out / "metrics.json").read_text())
     for key in ("test/loss", "test/psnr", "test/ssim", "test/kl_loss"):
         assert evaluated[key] == pytest.approx(trained[key], rel=1e-6, abs=1e-6), key
+
+
+def test_channels_last_holds_weights_and_batches_in_nhwc_and_eval_keeps_it(run_train, tmp_path):
+    """channels_last=true: the conv weights and every batch are NHWC, the checkpoint says so, and aelab-eval
+    evaluates in the same layout and reproduces training's test metrics exactly."""
+    from aelab.build import build_parts
+    from aelab.module import AutoencoderModule
+
+    cfg = compose_cfg(["trainer=debug"])
+    parts = build_parts(cfg)
+    module = AutoencoderModule(parts.model, parts.corruption, channels_last=True)
+    convs = [m.weight for m in module.model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
+    images = torch.randint(0, 256, (4, 1, 28, 28), dtype=torch.uint8)
+    batch = module.make_batch((images, torch.zeros(4, dtype=torch.long)), "val")
+    assert batch.target.is_contiguous(memory_format=torch.channels_last)
+
+    run = run_train(["channels_last=true"], name="train")
+    trained = json.loads((run / "metrics.json").read_text())
+    ckpt = run / "checkpoints" / "best.ckpt"
+    assert torch.load(ckpt, weights_only=False)["aelab"]["channels_last"] is True
+    from omegaconf import open_dict
+
+    from aelab.evaluate import evaluate
+
+    (tmp_path / "eval").mkdir()
+    cfg = compose_cfg([f"ckpt_path={ckpt}", *FAST], config_name="eval", output_dir=tmp_path / "eval")
+    with open_dict(cfg):
+        del cfg["hydra"]
+    result = evaluate(cfg, SimpleNamespace(path=tmp_path / "eval"))
+    assert result.module.channels_last
+    assert all(m.weight.is_contiguous(memory_format=torch.channels_last)
+               for m in result.module.model.modules() if isinstance(m, torch.nn.Conv2d))
+    for key in ("test/loss", "test/psnr", "test/ssim"):
+        assert result.metrics[key] == trained[key], key
 
 
 def test_eval_on_other_data_than_training(run_train):

@@ -130,7 +130,7 @@ def checkpoint_info(cfg: DictConfig, parts: Parts) -> dict:
     container = OmegaConf.to_container(cfg, resolve=True)
     return {"aelab_version": aelab.__version__,
             "model": container["model"], "data": container["data"], "corruption": container.get("corruption"),
-            "seed": container.get("seed"),
+            "seed": container.get("seed"), "channels_last": bool(container.get("channels_last", False)),
             "input_shape": list(parts.model.input_shape), "output_shape": list(parts.model.output_shape)}
 
 

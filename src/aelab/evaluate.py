@@ -45,7 +45,8 @@ def evaluate(cfg: DictConfig, run) -> RunResult:
     cfg = eval_config(cfg, ckpt["aelab"])
     parts = build_parts(cfg)
     check_compatible(ckpt, cfg.ckpt_path, ckpt["aelab"]["model"], parts.model.input_shape, parts.model.output_shape)
-    module = AutoencoderModule(parts.model, parts.corruption, seed=cfg.seed, run_info=ckpt["aelab"])
+    module = AutoencoderModule(parts.model, parts.corruption, seed=cfg.seed, run_info=ckpt["aelab"],
+                               channels_last=ckpt["aelab"].get("channels_last", False))  # training's layout, its numbers
     try:
         module.load_state_dict(ckpt["state_dict"])
     except RuntimeError as e:

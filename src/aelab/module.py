@@ -72,7 +72,7 @@ class AutoencoderModule(L.LightningModule):
     def __init__(self, model: Autoencoder, corruption: Corruption | None = None,
                  optimizer: Callable[..., torch.optim.Optimizer] | None = None,
                  scheduler: Callable[..., Any] | None = None, seed: int = 0, train_metrics_every: int = 10,
-                 run_info: dict | None = None, capture_step: bool = False):
+                 run_info: dict | None = None, capture_step: bool = False, channels_last: bool = False):
         super().__init__()
         self.model = model
         self.corruption = corruption or Identity()
@@ -84,6 +84,11 @@ class AutoencoderModule(L.LightningModule):
         self._saved_rng: torch.Tensor | None = None
         self.automatic_optimization = not model.capabilities.own_training_step
         self.capture_step, self._captured = bool(capture_step), None  # aelab.capture: set up on the device
+        # NHWC: oneDNN's CPU convolutions (and cuDNN's tensor-core ones) run fastest in it; conv weights are
+        # converted here, and `_batch` converts every batch, so no layer reorders its input on each call
+        self.channels_last = bool(channels_last)
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)
 
     # --- randomness ---------------------------------------------------------------------------------------------
     def _generator(self, stage: str) -> torch.Generator:
@@ -141,6 +146,8 @@ class AutoencoderModule(L.LightningModule):
     # --- steps --------------------------------------------------------------------------------------------------
     def _batch(self, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator) -> Batch:
         clean = to_float(images.to(self.device))
+        if self.channels_last:
+            clean = clean.contiguous(memory_format=torch.channels_last)
         return Batch(input=self.corruption(clean, generator), target=clean, label=labels.to(self.device))
 
     def make_batch(self, raw: tuple[torch.Tensor, torch.Tensor], stage: str) -> Batch:

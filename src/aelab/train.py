@@ -58,6 +58,7 @@ def train(cfg: DictConfig, run) -> RunResult:
                                scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
                                seed=cfg.seed, train_metrics_every=cfg.train_metrics_every,
                                capture_step=cfg.get("capture_step", False),
+                               channels_last=cfg.get("channels_last", False),
                                run_info=checkpoint_info(cfg, parts))
     if cfg.get("ckpt_path"):  # refuse another model's checkpoint before Lightning fails deep inside
         check_compatible(load_checkpoint(cfg.ckpt_path), cfg.ckpt_path, module.run_info["model"],
