@@ -91,9 +91,9 @@ def test_preset_composes_with_debug_trainer(name, tmp_path):
     assert cfg.trainer.max_epochs >= 1 and "baselines" in cfg.callbacks
 
 
-# the lesson's flowers autoencoders take about a minute each here (64x64 RGB through the lesson's bottleneck AE, and
-# flowers' 102-class probe): they train in the slow run; every other preset, the flowers reference ones included,
-# trains in the default one
+# the lesson's flowers autoencoders take about a minute each on 2 cores (their codes of 64x64 RGB images feed the
+# latent figures and the embedding probe): they train in the slow run; every other preset, the flowers reference
+# ones included, trains in the default one
 SLOW_PRESETS = {"superres_flowers_lesson", "superres_flowers_x4_lesson"}
 
 

@@ -84,8 +84,8 @@ class AutoencoderModule(L.LightningModule):
         self._saved_rng: torch.Tensor | None = None
         self.automatic_optimization = not model.capabilities.own_training_step
         self.capture_step, self._captured = bool(capture_step), None  # aelab.capture: set up on the device
-        # NHWC: oneDNN's CPU convolutions (and cuDNN's tensor-core ones) run fastest in it; conv weights are
-        # converted here, and `_batch` converts every batch, so no layer reorders its input on each call
+        # NHWC: oneDNN's CPU convolutions run fastest in it; conv weights are converted here and `_batch` converts
+        # every batch, so no layer reorders its input on each call
         self.channels_last = bool(channels_last)
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
