@@ -67,7 +67,10 @@ def test_eval_reproduces_the_test_metrics_of_training(run_train):
 def test_channels_last_holds_weights_and_batches_in_nhwc_and_eval_keeps_it(run_train, tmp_path):
     """channels_last=true: the conv weights and every batch are NHWC, the checkpoint says so, and aelab-eval
     evaluates in the same layout and reproduces training's test metrics exactly."""
+    from omegaconf import open_dict
+
     from aelab.build import build_parts
+    from aelab.evaluate import evaluate
     from aelab.module import AutoencoderModule
 
     cfg = compose_cfg(["trainer=debug"])
@@ -83,10 +86,6 @@ def test_channels_last_holds_weights_and_batches_in_nhwc_and_eval_keeps_it(run_t
     trained = json.loads((run / "metrics.json").read_text())
     ckpt = run / "checkpoints" / "best.ckpt"
     assert torch.load(ckpt, weights_only=False)["aelab"]["channels_last"] is True
-    from omegaconf import open_dict
-
-    from aelab.evaluate import evaluate
-
     (tmp_path / "eval").mkdir()
     cfg = compose_cfg([f"ckpt_path={ckpt}", *FAST], config_name="eval", output_dir=tmp_path / "eval")
     with open_dict(cfg):

@@ -7,9 +7,9 @@ objective=iwae   loss = -log (1/K sum_k w_k), w_k = p(x, z_k) / q(z_k | x), z_k 
                  `recon_loss` and `kl_loss` are still logged as the single-sample ELBO terms (one draw, no
                  gradient), so they compare across objectives. The IWAE bound needs the Bernoulli decoder
                  (recon_loss=bce) and has no beta / warm-up / free bits.
-                 elbo_warmup_epochs=N trains the first N epochs on the ELBO instead (an ELBO step costs about
-                 1/K of an IWAE step, and a VAE is the usual start for IWAE training); validation and test
-                 always score the IWAE bound, so val/loss is one quantity over the whole run.
+                 elbo_warmup_epochs=N trains the first N epochs on the ELBO instead (its step decodes once, not
+                 K times, and a VAE is the usual start for IWAE training); validation and test always score
+                 the IWAE bound, so val/loss is one quantity over the whole run.
 """
 
 from __future__ import annotations
