@@ -1,6 +1,6 @@
 """Run the experiment presets through the real CLI and write experiments/RESULTS.md and RESULTS.json.
 
-    python experiments/run.py                       # every preset, full data and epochs (about 95 min on 2 cores)
+    python experiments/run.py                       # every preset, full data and epochs (about 2 h 15 min on 2 cores)
     python experiments/run.py --only denoise_mnist denoise_fashion
     python experiments/run.py --tiny --out /tmp/RESULTS.md   # trainer=debug, 1 epoch, runs in a temp dir
     python experiments/run.py --runs-dir outputs/experiments/<time>   # continue an interrupted run.py: jobs that
