@@ -64,6 +64,7 @@ def test_tiny_benchmark_in_process_rows(tmp_path):
     assert "no GPU on this machine" in rows["d"][2] or "GPU" in rows["d1"][1]
 
 
+@pytest.mark.slow  # about 70 s on 2 cores, the default suite's slowest test; CI runs it with the slow ones
 def test_tiny_gpu_row_code_path_on_the_cpu(tmp_path):
     """Row d times whole epochs per GPU option; on a machine without one, its code runs on the CPU (no compile)."""
     text, data = run_benchmark(tmp_path, "gpu", "--gpu-device", "cpu")
