@@ -16,7 +16,6 @@ import platform
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import traceback
@@ -30,19 +29,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from aelab.config import REPO_ROOT
 from aelab.errors import AelabError
+from aelab.files import write_json_atomic  # noqa: F401  (scripts import it from here)
 
 log = logging.getLogger("aelab")
 PACKAGES = ("aelab", "torch", "torchvision", "lightning", "hydra-core", "omegaconf", "torchmetrics", "tensorboard")
-
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2, sort_keys=True, default=str)
-        f.write("\n")
-    os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are for everyone to read
-    os.replace(tmp, path)
 
 
 def read_json(path: Path) -> dict | None:

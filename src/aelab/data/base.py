@@ -11,8 +11,6 @@ scales them to [0, 1].
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +19,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
 
 from aelab.errors import DataError, check
+from aelab.files import write_atomic
 from aelab.seeds import seeded_generator
 from aelab.types import Fraction, NonNegativeInt, PositiveInt
 
@@ -160,18 +159,9 @@ def md5(path: Path, chunk: int = 1 << 20) -> str:
 
 
 def atomic_torch_save(obj, path: Path) -> None:
-    """Write to a temporary file beside `path`, then rename: readers never see a half-written file, and two
+    """torch.save through aelab.files.write_atomic: readers never see a half-written cache file, and two
     processes filling the same cache at once each rename a complete file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, lambda f: torch.save(obj, f))
 
 
 class ImageDataModule(L.LightningDataModule):
