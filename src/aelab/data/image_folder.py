@@ -3,12 +3,18 @@
 A seeded `test_fraction` of the files is the test split (a folder has no official one). Images are converted to
 `channels` (1 = greyscale, 3 = RGB), resized (shorter side) and centre-cropped to `image_size`.
 Set `in_memory: false` for folders too large for memory: images are then decoded per sample.
+
+Every image mode Pillow reads becomes 8-bit with its own range (`to_mode`): 16-bit greyscale (I;16*) and 32-bit
+integers holding 16-bit samples (I) scale [0, 65535] to [0, 255]; float images (F) scale [0, 1]; transparency (LA,
+PA, RGBA, a palette's or a colour's tRNS) is composited over black; CMYK, YCbCr and HSV become RGB by Pillow's
+formulas. LAB (it needs a colour profile), I beyond 16 bits and F beyond [0, 1] are refused, naming the file.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
@@ -19,6 +25,51 @@ from aelab.errors import DataError, check
 from aelab.seeds import seeded_generator
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
+ALPHA = ("LA", "PA", "RGBA")
+EIGHT_BIT = ("1", "L", "P", "RGB", "RGBX", "CMYK", "YCbCr", "HSV", "La", "RGBa", *ALPHA)  # Pillow converts these
+MODES = (*EIGHT_BIT, *SIXTEEN_BIT, "I", "F")
+REFUSED = {"LAB": "LAB needs a colour profile to become RGB; convert it with a colour-managed tool"}
+
+
+def refused_mode(mode: str) -> str | None:
+    """Why aelab does not read an image of this Pillow mode, or None when it does."""
+    if mode in MODES:
+        return None
+    return REFUSED.get(mode, f"mode {mode} is not one aelab converts ({', '.join(MODES)})")
+
+
+def to_mode(img: Image.Image, mode: str, name: str | Path = "") -> Image.Image:
+    """`img` as 8-bit `mode` ("L" or "RGB") with its samples' real range (see the module's docstring); Pillow's own
+    convert clips 16-bit, 32-bit and float samples as if they were 8-bit ones."""
+    source = img.mode
+    if (why := refused_mode(source)) is not None:
+        raise DataError(f"image_folder: {name}: {why}")
+    if source in SIXTEEN_BIT or source == "I":
+        samples = np.asarray(img).astype(np.int64)
+        if source == "I" and samples.size and (samples.min() < 0 or samples.max() > 65535):
+            raise DataError(f"image_folder: {name}: mode I (32-bit integer) values span [{samples.min()}, "
+                            f"{samples.max()}]; aelab reads them as 16-bit samples in [0, 65535]: save the image "
+                            "with 8 or 16 bits")
+        img = Image.fromarray(((samples * 255 + 32767) // 65535).astype(np.uint8))  # round(v / 257)
+    elif source == "F":
+        samples = np.asarray(img).astype(np.float64)
+        if samples.size and not (np.isfinite(samples).all() and samples.min() >= 0 and samples.max() <= 1):
+            raise DataError(f"image_folder: {name}: mode F (float) values span [{np.nanmin(samples):g}, "
+                            f"{np.nanmax(samples):g}]; aelab reads float images as [0, 1]: rescale or save with "
+                            "8 or 16 bits")
+        img = Image.fromarray(np.rint(samples * 255).astype(np.uint8))
+    elif source == "La":  # premultiplied: the grey band is already composited over black
+        img = img.getchannel(0)
+    elif source == "RGBa":
+        img = Image.merge("RGB", img.split()[:3])
+    elif source in ALPHA or "transparency" in img.info:
+        grey = source in ("1", "L", "LA")
+        bands = np.asarray(img.convert("LA" if grey else "RGBA")).astype(np.int64)
+        colour, alpha = bands[..., :-1], bands[..., -1:]
+        composited = ((colour * alpha + 127) // 255).astype(np.uint8)  # over black, rounded
+        img = Image.fromarray(composited[..., 0] if grey else composited)
+    return img if img.mode == mode else img.convert(mode)
 
 
 class ImageFiles(Dataset):
@@ -30,7 +81,7 @@ class ImageFiles(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         with Image.open(self.files[i]) as img:
-            return self.transform(img.convert(self.mode)), self.labels[i]
+            return self.transform(to_mode(img, self.mode, self.files[i])), self.labels[i]
 
 
 class ImageFolderDataModule(ImageDataModule):
@@ -59,8 +110,12 @@ class ImageFolderDataModule(ImageDataModule):
             try:
                 with Image.open(f) as img:
                     img.verify()
+                    why = refused_mode(img.mode)
             except (UnidentifiedImageError, OSError, SyntaxError) as e:
                 unreadable.append(f"{f.relative_to(self.data_dir)} ({type(e).__name__})")
+                continue
+            if why is not None:
+                unreadable.append(f"{f.relative_to(self.data_dir)} ({why})")
         if unreadable:
             shown = ", ".join(unreadable[:5]) + (f" and {len(unreadable) - 5} more" if len(unreadable) > 5 else "")
             raise DataError(f"image_folder: {len(unreadable)} unreadable image(s) in {self.data_dir}: {shown}; "
