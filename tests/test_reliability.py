@@ -156,7 +156,26 @@ def test_foreign_and_non_checkpoint_files_are_refused(tmp_path):
     (["+data.colour=1"], "data: unknown key(s) ['colour'] for MNISTDataModule; allowed:"),
     (["data=flowers", "corruption=downsample", "corruption.downsample.factor=3"],
      "corruption.downsample.factor=3 does not divide the image size 64x64"),
-], ids=["batch-0", "batch-type", "batch-list", "latent-0", "beta-negative", "beta-string", "hidden-list", "kl-of-non-vae", "unknown-data-key", "factor-flowers"])
+    # the optimizer and scheduler: torch would refuse them only once training starts (lr=abc: a TypeError inside)
+    (["optimizer.lr=abc"], "optimizer.lr='abc' is not allowed: expected a finite number > 0"),
+    (["optimizer.lr=nan"], "optimizer.lr=nan is not allowed: expected a finite number > 0"),
+    (["optimizer.lr=-1"], "optimizer.lr=-1 is not allowed: expected a finite number > 0"),
+    (["optimizer.weight_decay=-0.1"], "optimizer.weight_decay=-0.1 is not allowed: expected a finite number >= 0"),
+    (["+optimizer.betas=[0.9,1.5]"], "optimizer.betas[1]=1.5 is not allowed: expected a finite number in [0, 1)"),
+    (["optimizer=rmsprop", "+optimizer.momentum=1"], "optimizer.momentum=1 is not allowed: expected a finite number in [0, 1)"),
+    (["optimizer=rmsprop", "+optimizer.amsgrad=true"], "optimizer: unknown key(s) ['amsgrad'] for RMSprop; allowed: lr, alpha"),
+    (["optimizer._target_=torch.optim.Adamw"], "optimizer._target_='torch.optim.Adamw' is not allowed: expected an "
+                                               "importable class, e.g. torch.optim.Adam; did you mean torch.optim.AdamW?"),
+    (["+scheduler._target_=torch.optim.lr_scheduler.StepLR", "+scheduler._partial_=true"],
+     "scheduler: StepLR needs step_size; add +scheduler.step_size=..."),
+    (["+scheduler._target_=torch.optim.lr_scheduler.StepLR", "+scheduler._partial_=true", "+scheduler.step_size=0.5"],
+     "scheduler.step_size=0.5 is not allowed: expected an integer >= 1"),
+    (["+scheduler._target_=torch.optim.lr_scheduler.ReduceLROnPlateau", "+scheduler._partial_=true",
+      "+scheduler.factor=2"], "scheduler.factor=2 is not allowed: expected a finite number in (0, 1)"),
+    (["experiment=superres_mnist", "scheduler.max_lr=inf"], "scheduler.max_lr=inf is not allowed: expected a finite number > 0"),
+], ids=["batch-0", "batch-type", "batch-list", "latent-0", "beta-negative", "beta-string", "hidden-list", "kl-of-non-vae",
+        "unknown-data-key", "factor-flowers", "lr-string", "lr-nan", "lr-negative", "weight-decay", "betas", "momentum",
+        "optimizer-key", "optimizer-target", "scheduler-required", "scheduler-count", "scheduler-range", "max-lr-inf"])
 def test_bad_values_are_reported_before_any_data_is_read(tmp_path, overrides, message, monkeypatch):
     from aelab.build import build_parts
 

@@ -17,7 +17,7 @@ from aelab.corruptions import Corruption, build as build_corruption_list
 from aelab.data import DataSpec, ImageDataModule
 from aelab.errors import AelabError, ConfigError
 from aelab.models import Autoencoder
-from aelab.validation import check_values
+from aelab.validation import check_optimization, check_values
 
 
 @dataclass
@@ -89,6 +89,7 @@ def build_corruption(cfg: DictConfig | None) -> Corruption:
 
 def build_parts(cfg: DictConfig, model_cfg: DictConfig | None = None) -> Parts:
     """Everything is validated (keys, values, shapes) before any data is read; then the data is set up."""
+    check_optimization(cfg.get("optimizer"), cfg.get("scheduler"))
     corruption = build_corruption(cfg.get("corruption"))
     datamodule: ImageDataModule = make(cfg.data, "data")
     spec = datamodule.spec

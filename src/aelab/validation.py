@@ -11,10 +11,13 @@ from __future__ import annotations
 import collections.abc as abc
 import contextlib
 import datetime
+import difflib
 import enum
 import functools
 import inspect
+import math
 import pathlib
+import pkgutil
 import types
 import typing
 from typing import Annotated, Any, Literal, Mapping, Union
@@ -180,3 +183,100 @@ def describe(tp, plural: bool = False) -> str:
         return "paths" if plural else "a path"
     name = getattr(tp, "__name__", str(tp))
     return f"{name} values" if plural else f"a {name}"
+
+
+# torch.optim annotates these as plain floats (or not at all): the ranges torch or the maths need, checked by hand
+_POSITIVE, _NON_NEGATIVE, _UNIT, _OPEN_UNIT = ("> 0", lambda v: v > 0), (">= 0", lambda v: v >= 0), \
+    ("in [0, 1]", lambda v: 0 <= v <= 1), ("in [0, 1)", lambda v: 0 <= v < 1)
+OPTIMIZER_RANGES = {"lr": _POSITIVE, "weight_decay": _NON_NEGATIVE, "momentum": _OPEN_UNIT, "dampening": _UNIT,
+                    "eps": _NON_NEGATIVE, "alpha": _NON_NEGATIVE, "rho": _UNIT, "lr_decay": _NON_NEGATIVE,
+                    "initial_accumulator_value": _NON_NEGATIVE}
+SCHEDULER_RANGES = {"gamma": _POSITIVE, "factor": ("in (0, 1)", lambda v: 0 < v < 1), "max_lr": _POSITIVE,
+                    "eta_min": _NON_NEGATIVE, "min_lr": _NON_NEGATIVE, "pct_start": ("in (0, 1)", lambda v: 0 < v < 1),
+                    "div_factor": _POSITIVE, "final_div_factor": _POSITIVE, "threshold": _NON_NEGATIVE,
+                    "base_momentum": _OPEN_UNIT, "max_momentum": _OPEN_UNIT}
+SCHEDULER_COUNTS = {"patience": 0, "cooldown": 0, "step_size": 1, "T_max": 1, "T_0": 1, "total_steps": 1}
+SCHEDULER_OWN_KEYS = ("interval", "monitor")  # aelab's own keys of the scheduler node, not the scheduler's
+_HYDRA_KEYS = ("_target_", "_partial_", "_convert_", "_recursive_", "_args_")
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_number(what: str, value, words: str, ok) -> None:
+    if not (_is_number(value) and math.isfinite(value) and ok(value)):
+        raise ConfigError(f"{what}={value!r} is not allowed: expected a finite number {words}")
+
+
+def check_optimization(optimizer: Mapping | None, scheduler: Mapping | None) -> None:
+    """Raise ConfigError for the first bad `optimizer` or `scheduler` value, before any data is read: torch would
+    refuse it only when training starts, or fail inside itself (`lr=abc`: TypeError from a comparison)."""
+    for what, node, passed, ranges in (("optimizer", optimizer, "params", OPTIMIZER_RANGES),
+                                       ("scheduler", scheduler, "optimizer", SCHEDULER_RANGES)):
+        if not node:
+            continue
+        try:
+            values = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
+        except OmegaConfBaseException:  # an unresolvable interpolation: Hydra names it when it builds the node
+            continue
+        name = values.get("_target_")
+        target = _resolve_name(name)
+        if not callable(target):
+            example = "torch.optim.Adam" if what == "optimizer" else "torch.optim.lr_scheduler.StepLR"
+            raise ConfigError(f"{what}._target_={name!r} is not allowed: expected an importable class, e.g. "
+                              f"{example}{_near_name(name)}")
+        if values.get("_partial_") is not True:
+            raise ConfigError(f"{what}._partial_={values.get('_partial_')!r} is not allowed: expected true (aelab "
+                              f"passes the {passed})")
+        own = SCHEDULER_OWN_KEYS if what == "scheduler" else ()
+        keys = {k: v for k, v in values.items() if k not in _HYDRA_KEYS and k not in own}
+        _check_keys(target, keys, what, passed)
+        for key, value in keys.items():
+            if key in ranges:
+                for i, item in enumerate(value if isinstance(value, list) else [value]):  # per-group lists
+                    _check_number(f"{what}.{key}" + (f"[{i}]" if isinstance(value, list) else ""), item, *ranges[key])
+            elif key == "betas":
+                if not (isinstance(value, list) and len(value) == 2):
+                    raise ConfigError(f"{what}.betas={value!r} is not allowed: expected a list of 2 numbers in [0, 1)")
+                for i, beta in enumerate(value):
+                    _check_number(f"{what}.betas[{i}]", beta, *_OPEN_UNIT)
+            elif what == "scheduler" and key in SCHEDULER_COUNTS and not (key == "total_steps" and value is None):
+                if not (isinstance(value, int) and not isinstance(value, bool) and value >= SCHEDULER_COUNTS[key]):
+                    raise ConfigError(f"{what}.{key}={value!r} is not allowed: expected an integer >= "
+                                      f"{SCHEDULER_COUNTS[key]}")
+        check_values(target, {k: v for k, v in keys.items() if k not in ranges and k != "betas"}, what)
+
+
+def _check_keys(target, keys: Mapping, what: str, passed: str) -> None:
+    """Unknown keys and missing required ones, named with what the target accepts."""
+    try:
+        params = inspect.signature(target).parameters
+    except (TypeError, ValueError):
+        return
+    if any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        return
+    accepted = [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and n != passed]
+    unknown = sorted(set(keys) - set(accepted))
+    if unknown:
+        raise ConfigError(f"{what}: unknown key(s) {unknown} for {target.__name__}; allowed: {', '.join(accepted)}")
+    required = [n for n in accepted if params[n].default is inspect.Parameter.empty and n not in keys]
+    if required:
+        raise ConfigError(f"{what}: {target.__name__} needs {', '.join(required)}; add "
+                          f"{' '.join(f'+{what}.{n}=...' for n in required)}")
+
+
+def _resolve_name(name) -> Any:
+    try:
+        return pkgutil.resolve_name(name) if isinstance(name, str) else None
+    except (ImportError, AttributeError, ValueError):
+        return None
+
+
+def _near_name(name) -> str:
+    """"; did you mean torch.optim.Adam?" for a typo in the last part of an importable module's name."""
+    module, _, attr = str(name).rpartition(".")
+    found = _resolve_name(module) if module else None
+    names = {n.lower(): n for n in dir(found)} if found is not None else {}
+    near = difflib.get_close_matches(attr.lower(), names, n=1)  # Adamw: AdamW
+    return f"; did you mean {module}.{names[near[0]]}?" if near else ""
