@@ -9,7 +9,7 @@ from pathlib import Path
 from aelab.baselines import NAMES as BASELINES, relevant
 
 REPO = Path(__file__).resolve().parents[1]
-EXTRA_METRICS = ("test/kl_loss", "test/nll", "test/d_acc")
+EXTRA_METRICS = ("test/nll",)  # shown after the model's own test terms (those equal to test/loss are not repeated)
 LESSON_SUFFIX = "_lesson"
 # Published test NLL on dynamically binarized MNIST, for scale only (other architectures, hundreds of epochs,
 # 5000 importance samples): the two ends of Burda et al. (2015), "Importance Weighted Autoencoders", Table 1.
@@ -64,7 +64,7 @@ def job_record(job) -> dict:
     name, psnr = main_baseline(job.metrics)
     record = {"metrics": job.metrics if job.state == "succeeded" else None, "epochs": job.epochs,
               "wall_s": job.wall_s, "command": short_command(job), "baseline": {"name": name, "psnr": psnr},
-              "state": job.state, "data": job.data, "commit": job.commit, "machine": job.machine}
+              "state": job.state, "data": job.data, "commit": job.commit, "machine": job.machine, "terms": job.terms}
     if job.error and job.state != "succeeded":
         record["error"] = job.error
     return record
@@ -95,6 +95,14 @@ def machine_lines(info: dict) -> list[str]:
             f"- git: {info.get('git_commit') or 'unknown'}"]
 
 
+def other_metrics(job) -> list[str]:
+    """The row's last column: the test value of each term the job's model declares (but a term that is the loss
+    itself, as an autoencoder's reconstruction term is), then the NLL where it was measured."""
+    m = job.metrics
+    terms = [f"test/{t}" for t in job.terms if f"test/{t}" in m and m[f"test/{t}"] != m.get("test/loss")]
+    return [*terms, *(k for k in EXTRA_METRICS if k in m)]
+
+
 def preset_rows(jobs: list) -> tuple[list[str], list[str]]:
     """The presets table's rows, and the runs whose model does not beat PCA."""
     rows, not_beating = [], []
@@ -107,7 +115,7 @@ def preset_rows(jobs: list) -> tuple[list[str], list[str]]:
         name, base = main_baseline(m)
         psnr = m.get("test/psnr")
         gain = psnr - base if psnr is not None and base is not None else None
-        other = ", ".join(f"{k.split('/')[1]} {fmt(m[k])}" for k in EXTRA_METRICS if k in m)
+        other = ", ".join(f"{k.split('/')[1]} {fmt(m[k])}" for k in other_metrics(job))
         rows.append(f"| {job.name} | {job.epochs} | {fmt(job.wall_s, 0)} s | {fmt(m.get('test/loss'), 4)} | "
                     f"{fmt(psnr)} | {fmt(m.get('test/ssim'), 3)} | {fmt(base)} ({name}) | {fmt(gain)} | "
                     f"{fmt(m.get('test/psnr_baseline_identity'))} | {fmt(m.get('test/psnr_baseline_bicubic'))} | "
@@ -163,9 +171,10 @@ def likelihood_section(jobs: list) -> list[str]:
            "`test/nll`: importance-sampled estimate (`callbacks.nll.samples` per image, set by each preset); it is ≤ "
            "the training bound the test loss reports (negative ELBO, or negative IWAE bound for IWAE objectives). "
            f"For scale, {PUBLISHED_NLL}.", "",
-           "| run | test NLL | test loss (negative bound) | KL |", "|---|---|---|---|"]
+           "| run | test NLL | test loss (negative bound) | the model's terms (test) |", "|---|---|---|---|"]
     out += [f"| {j.name} | {fmt(j.metrics['test/nll'])} | {fmt(j.metrics.get('test/loss'))} | "
-            f"{fmt(j.metrics.get('test/kl_loss'))} |" for j in rows]
+            + ", ".join(f"{t} {fmt(j.metrics[f'test/{t}'])}" for t in j.terms if f"test/{t}" in j.metrics) + " |"
+            for j in rows]
     return out + [""]
 
 

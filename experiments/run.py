@@ -36,6 +36,7 @@ if str(REPO) not in sys.path:  # run as a script: the report and machine helpers
 
 from aelab.config import CONFIG_DIR  # noqa: E402  (after the sys.path line, as the imports below)
 from aelab.runs import read_json, write_json_atomic  # noqa: E402
+from aelab.terms import metric_names, read_terms, recorded_terms  # noqa: E402
 from experiments.common import machine_info  # noqa: E402
 from experiments.report import results_json, results_markdown  # noqa: E402
 
@@ -101,6 +102,7 @@ class Job:
     data: str | None = None  # the data config the run composed (data=...)
     commit: str | None = None  # the git commit the run ran at (its environment.json)
     machine: dict | None = None  # {"cpu", "cores"} of the machine it ran on (carried-over rows keep theirs)
+    terms: list[str] = field(default_factory=list)  # the test terms its model declares (terms.json)
 
 
 def cli(app: str) -> str:
@@ -167,6 +169,7 @@ def read_back(job: Job, status: dict) -> None:
     job.epochs = epochs_of(job.run_dir / "config.yaml")
     job.data = data_of(job.run_dir / ".hydra" / "hydra.yaml")
     job.commit = (read_json(job.run_dir / "environment.json") or {}).get("git_commit")
+    job.terms = [name.split("/", 1)[1] for name in metric_names(read_terms(job.run_dir), "test")]
 
 
 def reuse(job: Job, report_only: bool) -> bool:
@@ -228,7 +231,8 @@ def carried_jobs(results: Path, fresh: set[str]) -> tuple[list[Job], list[Job], 
         return Job(name, app, [], preset=record.get("preset", name), command=shlex.split(record["command"]),
                    wall_s=record["wall_s"], state=record["state"], error=record.get("error"),
                    metrics=record["metrics"] or {}, epochs=record["epochs"], data=record["data"],
-                   commit=record["commit"], machine=ran_on)
+                   commit=record["commit"], machine=ran_on,
+                   terms=record.get("terms") or recorded_terms(record["metrics"] or {}))
 
     trained = [job(n, r, "aelab-train") for section in ("presets", "variants")
                for n, r in old[section].items() if n not in fresh]

@@ -9,7 +9,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from aelab.adapters import logs_this_step, step_uncounted, wrapped_attribute
+from aelab.adapters import attached_trainer, logs_this_step, step_uncounted, wrapped_attribute
 
 
 def loader(n: int = 8):
@@ -79,3 +79,13 @@ def test_optuna_still_has_the_create_study_the_sweeper_wraps():
     import optuna
 
     assert callable(optuna.create_study)
+
+
+def test_attached_trainer_is_none_outside_fit_and_the_trainer_inside():
+    module = Recorder()
+    assert attached_trainer(module) is None  # module.trainer would raise here
+    seen = []
+    module.training_step = lambda batch, batch_idx: seen.append(attached_trainer(module)) or module.net(batch[0]).sum()
+    t = trainer(max_epochs=1, limit_train_batches=1)
+    t.fit(module, loader(2))
+    assert seen == [t]

@@ -89,7 +89,7 @@ def test_embed_generate_and_interpolate_round_trip_through_the_code_shape():
 
     model = ConvAutoencoder((1, 28, 28), (1, 28, 28)).eval()  # the lesson's spatial 8x4x4 code
     x = torch.rand(3, 1, 28, 28)
-    assert model.capabilities.code_size == 128 and model.code_shape == (8, 4, 4)
+    assert model.capabilities.embedding.size == 128 and model.code_shape == (8, 4, 4)
     codes = model.embed(x)
     assert codes.shape == (3, 128)
     assert torch.allclose(model.generate(codes), model.reconstruct(Batch(x, x)))
@@ -97,7 +97,7 @@ def test_embed_generate_and_interpolate_round_trip_through_the_code_shape():
     assert line.shape == (2, 5, 1, 28, 28)
     assert torch.allclose(line[:, 0], model.generate(codes[:2]), atol=1e-6)
     assert torch.allclose(line[:, -1], model.generate(codes[1:]), atol=1e-6)
-    with pytest.raises(ConfigError, match="capabilities.samples"):
+    with pytest.raises(ConfigError, match="capabilities.prior"):
         model.sample(2)
 
 

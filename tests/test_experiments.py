@@ -160,8 +160,10 @@ def test_runner_rejects_unknown_names(tmp_path):
 
 
 class FakeJob:
-    def __init__(self, name: str, metrics: dict, preset: str | None = None, state: str = "succeeded"):
+    def __init__(self, name: str, metrics: dict, preset: str | None = None, state: str = "succeeded",
+                 terms: tuple[str, ...] = ("recon_loss", "kl_loss")):
         self.name, self.preset, self.metrics, self.state = name, preset or name, metrics, state
+        self.terms = list(terms)  # the test terms its model declares (terms.json)
         self.epochs, self.wall_s, self.error, self.data, self.commit = 3, 12.0, None, "mnist", "abc"
         self.machine = {"cpu": "CPU", "cores": 2}
         self.command = ["aelab-train", f"experiment={self.preset}", "hydra.run.dir=/tmp/x"]
@@ -212,7 +214,7 @@ def test_report_shows_lesson_models_beside_their_reference():
     assert any("lesson: 13.90 (pca); reference: 15.50 (pca)" in row for row in group)
     likelihood = lines[lines.index("## Likelihood (binarized MNIST, test NLL in nats per image)"):]
     assert "Importance Weighted Autoencoders" in likelihood[2] and "86.76" in likelihood[2]
-    assert "| vae_binarized_lesson | 97.50 | 101.00 | 24.00 |" in likelihood
+    assert "| vae_binarized_lesson | 97.50 | 101.00 | kl_loss 24.00 |" in likelihood  # the terms it declares
 
 
 def test_report_codes_as_features_table_from_probe_metrics():

@@ -19,8 +19,10 @@ from aelab.build import build_parts
 from aelab.callbacks import ImportanceSampledNLL
 from aelab.data import BinarizedMNISTDataModule, to_float
 from aelab.errors import ConfigError
-from aelab.models import AdversarialAutoencoder, Batch, ConditionalVAE, DenseAutoencoder, DenseVAE
+from aelab.models import (AdversarialAutoencoder, Batch, ConditionalVAE, DenseAutoencoder, DenseVAE, gaussian_kl,
+                          reparameterize)
 from aelab.module import AutoencoderModule
+from aelab.optim import Optimisation
 from aelab.seeds import seeded_generator
 
 SHAPES = [(1, 28, 28), (3, 64, 64)]
@@ -49,14 +51,15 @@ def test_aae_shapes_and_terms(shape, arch):
     terms = model.train().loss(batch)
     assert terms.output.shape == (4, *shape) and model.encode(batch.input).shape == (4, 5)
     assert set(terms.logged()) == {"loss", "recon_loss", "g_loss"}
-    assert torch.isclose(terms.loss, terms.recon_loss + model.adv_weight * terms.extras["g_loss"])
-    d = model.discriminator_loss(batch)
-    assert set(d.logged()) == {"d_loss", "d_acc"} and 0 <= float(d.extras["d_acc"]) <= 1 and d.loss.requires_grad
+    assert torch.isclose(terms.loss, terms.terms["recon_loss"] + model.adv_weight * terms.terms["g_loss"])
+    d_loss, d_acc = model.discriminator_loss(batch)
+    assert 0 <= float(d_acc) <= 1 and d_loss.requires_grad
     assert set(model.eval().loss(batch).logged()) == {"loss", "recon_loss", "g_loss", "d_loss", "d_acc"}
     samples = model.sample(3, torch.Generator().manual_seed(1))
     assert samples.shape == (3, *shape) and 0 <= float(samples.min()) and float(samples.max()) <= 1
     caps = model.capabilities
-    assert caps.samples and caps.own_training_step and caps.code_size == 5 and not caps.likelihood
+    assert caps.prior == "standard_normal" and caps.own_training_step and caps.embedding.size == 5
+    assert not caps.likelihood and not caps.capturable
     # the two optimizers' groups partition the parameters
     ids = lambda ps: {id(p) for p in ps}
     autoencoder, discriminator = model.parameter_groups()
@@ -72,8 +75,8 @@ def test_cvae_shapes_and_terms(shape, arch):
     terms = model.loss(batch)
     assert terms.output.shape == (4, *shape) and model.reconstruct(batch).shape == (4, *shape)
     assert set(terms.logged()) == {"loss", "recon_loss", "kl_loss"}
-    assert torch.isclose(terms.loss, terms.recon_loss + terms.kl_loss)  # beta=1, no warm-up: the negative ELBO
-    assert model.encode(batch.input, batch.label).shape == (4, 3) and model.capabilities.code_size == 3
+    assert torch.isclose(terms.loss, terms.terms["recon_loss"] + terms.terms["kl_loss"])  # beta=1, no warm-up: the negative ELBO
+    assert model.encode(batch.input, batch.label).shape == (4, 3) and model.capabilities.embedding.size == 3
     assert model.sample(5).shape == (5, *shape)
 
 
@@ -82,11 +85,11 @@ def test_cvae_reuses_the_vae_kl_machinery():
     model = ConditionalVAE((1, 28, 28), (1, 28, 28), num_classes=10, latent_dim=3, beta=2.0, kl_warmup_steps=10)
     torch.manual_seed(0)
     terms = model.loss(batch, step=5)  # warm-up halfway: weight beta * 0.5 = 1
-    assert torch.isclose(terms.loss, terms.recon_loss + 1.0 * terms.kl_loss)
+    assert torch.isclose(terms.loss, terms.terms["recon_loss"] + 1.0 * terms.terms["kl_loss"])
     free = ConditionalVAE((1, 28, 28), (1, 28, 28), num_classes=10, latent_dim=3, free_bits=50.0)
     torch.manual_seed(0)
     floored = free.loss(batch)
-    assert torch.isclose(floored.loss, floored.recon_loss + torch.tensor(150.0))  # 3 dims x 50 nats floor
+    assert torch.isclose(floored.loss, floored.terms["recon_loss"] + torch.tensor(150.0))  # 3 dims x 50 nats floor
 
 
 def test_cvae_samples_depend_on_labels():
@@ -107,8 +110,11 @@ def test_cvae_needs_classes():
         ConditionalVAE((1, 28, 28), (1, 28, 28), num_classes=None)
     with pytest.raises(ConfigError, match="num_classes=1"):
         ConditionalVAE((1, 28, 28), (1, 28, 28), num_classes=1)
-    with pytest.raises(ConfigError, match="model.arch"):
-        ConditionalVAE((1, 28, 28), (1, 28, 28), num_classes=10, arch="transformer")
+    from aelab.build import make
+
+    with pytest.raises(ConfigError, match="model.arch='transformer' is not allowed"):  # the annotation is the schema
+        make({"_target_": "aelab.models.ConditionalVAE", "arch": "transformer"}, "model", input_shape=(1, 28, 28),
+             output_shape=(1, 28, 28), num_classes=10)
 
 
 # --- the adversarial training path ------------------------------------------------------------------------------
@@ -117,8 +123,8 @@ def fit(overrides, scheduler=None, **trainer_kwargs):
     cfg = compose_cfg(overrides)
     L.seed_everything(0, verbose=False)
     parts = build_parts(cfg)
-    module = AutoencoderModule(parts.model, parts.corruption, optimizer=instantiate(cfg.optimizer),
-                               scheduler=scheduler, seed=0)
+    module = AutoencoderModule(parts.model, parts.corruption,
+                               optimisation=Optimisation(instantiate(cfg.optimizer), scheduler), seed=0)
     module.initial_state = {k: v.clone() for k, v in parts.model.state_dict().items()}
     trainer = L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, limit_val_batches=0, **trainer_kwargs)
@@ -295,10 +301,10 @@ def test_nll_is_below_the_negative_elbo_of_a_trained_vae():
     # negative ELBO with the exact KL and the reconstruction averaged over 32 draws per image
     with torch.no_grad():
         mean, log_var = model.posterior(x)
-        kl = model.kl_per_dim(mean, log_var).sum(1)
+        kl = gaussian_kl(mean, log_var).sum(1)
         g = torch.Generator().manual_seed(1)
         recon = torch.stack([torch.nn.functional.binary_cross_entropy_with_logits(
-            model.decode(model.reparameterize(mean, log_var, g)), x, reduction="none").flatten(1).sum(1)
+            model.decode(reparameterize(mean, log_var, g)), x, reduction="none").flatten(1).sum(1)
             for _ in range(32)]).mean(0)
     neg_elbo = (recon + kl).mean()
     assert 60 < float(nll50) < float(neg_elbo) < 300  # ELBO <= log p(x): the estimate sits below -ELBO

@@ -239,7 +239,7 @@ class QualityProbe(L.Callback):
         with torch.no_grad():
             for i, (chunk, chunk_labels) in enumerate(zip(images.split(1000), labels.split(1000))):
                 terms = module.model.loss(module.corrupted_batch(chunk, chunk_labels, f"bench/quality/{i}"))
-                total, count = total + float(terms.recon_loss) * len(chunk), count + len(chunk)
+                total, count = total + float(terms.terms["recon_loss"]) * len(chunk), count + len(chunk)
         module.train(was_training)
         self.probe_s += CLOCK.now() - start
         bce = total / count

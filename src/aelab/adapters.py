@@ -17,6 +17,12 @@ def logs_this_step(trainer) -> bool:
     return bool(getattr(connector, "should_update_logs", True))
 
 
+def attached_trainer(module):
+    """The Trainer a LightningModule is attached to, or None: `module.trainer` raises when there is none (a module
+    used outside fit/test), so the check reads Lightning's private `_trainer`."""
+    return getattr(module, "_trainer", None)
+
+
 def step_uncounted(trainer, optimizer: torch.optim.Optimizer) -> None:
     """Step an optimizer through the strategy (precision plugin included) but not through LightningOptimizer.step,
     which counts every call in trainer.global_step: a second optimizer per batch would then double every step

@@ -21,9 +21,13 @@ PSNR_CAP_DB = 100.0  # a perfect reconstruction (mse 0) scores 100 dB instead of
 
 
 def psnr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Per-image PSNR in dB for images in [0, 1] (data range 1), as the module's metric computes it."""
-    mse = (pred.float().clamp(0, 1) - target.float()).square().flatten(1).mean(1)
-    return (10 * torch.log10(1.0 / mse.clamp_min(10 ** (-PSNR_CAP_DB / 10))))
+    """Per-image PSNR in dB for images in [0, 1] (data range 1): torchmetrics' definition, as the module's metric
+    computes it, capped at PSNR_CAP_DB."""
+    from torchmetrics.functional.image import peak_signal_noise_ratio
+
+    per_image = peak_signal_noise_ratio(pred.float().clamp(0, 1), target.float(), data_range=1.0, dim=(1, 2, 3),
+                                        reduction="none")
+    return per_image.clamp(max=PSNR_CAP_DB)
 
 
 def resize(x: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:

@@ -118,12 +118,13 @@ def build_trainer(cfg: DictConfig, callbacks: list[L.Callback] | None = None) ->
 
 
 def build_callbacks(cfg: DictConfig | None, model=None) -> list[L.Callback]:
-    """The configured callbacks; with `model`, figures that cannot apply to it (a latent grid of a 64-d code, prior
-    samples of a plain autoencoder...) are left out: Lightning calls every callback at every step's hooks."""
-    from aelab.callbacks.figures import FigureCallback
+    """The configured callbacks; with `model`, those that say they cannot apply to it (a latent grid of a 64-d
+    code, prior samples of a plain autoencoder, the NLL of a model without a likelihood: ModelCallback.why_not)
+    are left out, each reason logged once: Lightning calls every callback at every step's hooks."""
+    from aelab.callbacks.base import ModelCallback
 
     callbacks = [make(c, f"callbacks.{name}") for name, c in (cfg or {}).items() if c is not None and "_target_" in c]
-    return [c for c in callbacks if model is None or not isinstance(c, FigureCallback) or c.applicable(model)]
+    return [c for c in callbacks if model is None or not isinstance(c, ModelCallback) or c.applies(model)]
 
 
 def checkpoint_info(cfg: DictConfig, parts: Parts) -> dict:

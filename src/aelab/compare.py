@@ -22,9 +22,11 @@ from pathlib import Path
 import yaml
 
 from aelab.runs import read_json
+from aelab.terms import Term, metric_names, read_terms
 
 SKIP_DIRS = {"tensorboard", "checkpoints", "compare", "__pycache__"}
-SHOWN_METRICS = ("val/loss", "test/loss", "test/psnr", "test/ssim")  # besides the sorting metric, when present
+# besides the sorting metric, when present; then the test value of every term the jobs' models declare
+SHOWN_METRICS = ("val/loss", "test/loss", "test/psnr", "test/ssim")
 SWEEP_FUNCTIONS = re.compile(r"^(range|choice|glob|interval|tag|sort|shuffle)\(")
 NESTED = re.compile(r"\[[^\]]*\]|\{[^}]*\}|'[^']*'|\"[^\"]*\"")  # lists, dicts, quoted strings
 
@@ -42,6 +44,7 @@ class Job:
     error: str | None = None
     overrides: dict[str, str] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
+    terms: tuple[Term, ...] = ()  # the model's declared terms (terms.json)
 
     def value(self, metric: str) -> float | None:
         v = self.metrics.get(metric)
@@ -99,7 +102,8 @@ def read_job(path: Path, root: Path) -> Job:
     if state == "succeeded" and not metrics:
         state, error = "unknown", "status says succeeded but metrics.json is missing or unreadable"
     overrides = parse_overrides(_read_yaml(path / ".hydra" / "overrides.yaml") or [])
-    return Job(name, path, state, error, overrides, {k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+    return Job(name, path, state, error, overrides, {k: v for k, v in metrics.items() if isinstance(v, (int, float))},
+               read_terms(path))
 
 
 def collect_jobs(root: Path) -> list[Job]:
@@ -125,8 +129,22 @@ def swept_keys(jobs: list[Job], root: Path) -> list[str]:
     return [k for k in keys if k in swept]
 
 
-def auto_mode(metric: str) -> str:
-    return "max" if metric.rsplit("/", 1)[-1] in ("psnr", "ssim", "accuracy", "acc") else "min"
+def declared_terms(jobs: list[Job]) -> dict[str, Term]:
+    """Every term the jobs' models declare, by name, in the order the jobs list them."""
+    out: dict[str, Term] = {}
+    for job in jobs:
+        for term in job.terms:
+            out.setdefault(term.name, term)
+    return out
+
+
+def auto_mode(metric: str, jobs: list[Job] = ()) -> str:
+    """max for PSNR, SSIM, accuracies and terms declared better="higher"; min otherwise."""
+    name = metric.rsplit("/", 1)[-1]
+    term = declared_terms(list(jobs)).get(name)
+    if term is not None and term.better is not None:
+        return "max" if term.better == "higher" else "min"
+    return "max" if name in ("psnr", "ssim", "accuracy", "acc") or name.startswith("probe_") else "min"
 
 
 def rank(jobs: list[Job], metric: str, mode: str) -> list[Job]:
@@ -157,7 +175,9 @@ def fmt(v) -> str:
 
 
 def table_rows(jobs: list[Job], params: list[str], metric: str) -> tuple[list[str], list[list[str]]]:
-    metrics = [metric] + [m for m in SHOWN_METRICS if m != metric and any(m in j.metrics for j in jobs)]
+    terms = metric_names(declared_terms(jobs).values(), "test")
+    shown = dict.fromkeys([*SHOWN_METRICS, *terms])
+    metrics = [metric] + [m for m in shown if m != metric and any(m in j.metrics for j in jobs)]
     header = ["#", "job", "state", *params, *metrics]
     rows = []
     for i, job in enumerate(jobs, 1):
@@ -299,7 +319,7 @@ def compare(sweep_dir: Path, metric: str | None = None, mode: str | None = None,
         return {"jobs": [], "params": [], "metric": metric, "mode": mode, "table": "", "problems": [], "files": []}
     if metric is None:  # test/loss when the jobs tested, else the validation loss
         metric = "test/loss" if any("test/loss" in j.metrics for j in jobs) else "val/loss"
-    mode = mode or auto_mode(metric)
+    mode = mode or auto_mode(metric, jobs)
     params = swept_keys(jobs, sweep_dir)
     jobs = rank(jobs, metric, mode)
     header, rows = table_rows(jobs, params, metric)

@@ -16,7 +16,10 @@ HPARAMS (TensorBoard's hparams plugin) shows one row per run ("session"):
   (run_app writes its start and end).
 
 Everything is written as raw event files next to the Lightning logger's (the same TensorBoard run), with
-TensorBoard's own protos: no private API, no torch import on the error path.
+TensorBoard's own protos (aelab.tb_summaries).
+
+The metric and CUSTOM SCALARS entries of a model's loss terms come from the model's declaration
+(aelab.models.contract.Term): this module names no term.
 """
 
 from __future__ import annotations
@@ -25,23 +28,20 @@ import hashlib
 import json
 import math
 import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from aelab.tb_summaries import STATUS, experiment_pb, layout_pb, session_end_pb, session_start_pb, write_summaries
+
 # Metric columns, in this order (the first five are shown): the optimised metric, then the measures every model
-# has; bce/mse per pixel compare model families whose own `loss` is in other units (per pixel vs per image).
-METRICS = ("val/loss", "test/loss", "test/bce", "test/psnr", "test/ssim", "test/psnr_baseline", "test/mse",
-           "test/recon_loss")
-KL_METRICS = ("test/kl_loss",)
-NLL_METRICS = ("test/nll",)
-PROBE_METRICS = ("test/probe_linear_100", "test/probe_knn_100", "test/probe_linear_all")
+# has (bce/mse per pixel compare model families whose own `loss` is in other units), then the model's own terms.
+METRICS = ("val/loss", "test/loss", "test/bce", "test/psnr", "test/ssim", "test/psnr_baseline", "test/mse")
 # Columns every run declares after the swept keys (TensorBoard orders each tier by name), with their types
 CURATED = {"experiment": str, "model": str, "data": str, "corruption": str, "optimizer": str, "optimizer.lr": float,
-           "data.batch_size": int, "model.latent_dim": int, "seed": int, "trainer.max_epochs": int}
+           "data.batch_size": int, "code_size": int, "seed": int, "trainer.max_epochs": int}
 SECTIONS = ("data", "corruption", "model", "optimizer")
 GROUPS = ("data", "corruption", "model", "optimizer", "experiment", "trainer")
 SKIP = ("_target_", "_partial_", "data_dir", "cache_dir", "num_workers", "pin_memory", "on_device", "download",
@@ -51,10 +51,6 @@ NOT_HPARAMS = ("hydra", "paths", "logger", "callbacks", "hparams_search", "task_
                "fail_fast", "sweep_exit_nonzero", "threads", "optimized_metric", "train_metrics_every",
                "trainer.enable_progress_bar", "trainer.enable_model_summary", "trainer.log_every_n_steps",
                "trainer.default_root_dir")
-# How a run ended -> TensorBoard's status. TensorBoard 2.21 has no "aborted": an interrupted run (Ctrl-C, SIGTERM)
-# writes no end, so it shows "Unknown" like a killed one until `resume=` finishes it (TensorBoard keeps the first end
-# a run writes: an end written now would hide the resumed run's)
-STATUS = {"succeeded": "STATUS_SUCCESS", "failed": "STATUS_FAILURE"}
 
 
 # --- what the run is ------------------------------------------------------------------------------------------
@@ -171,9 +167,10 @@ def _choice(choices: dict, key: str):
     return None if value is None else primitive(value)
 
 
-def describe(cfg: DictConfig, hydra_cfg=None) -> Session:
+def describe(cfg: DictConfig, hydra_cfg=None, model=None) -> Session:
     """The run's session: its name, hyperparameters, swept keys and declared metrics. Works on a config that
-    failed to build (values that cannot be resolved are left out)."""
+    failed to build (values that cannot be resolved are left out) and without the model (a job that failed before
+    building it: no code size, the terms its class declares)."""
     choices = dict(hydra_cfg.runtime.choices) if hydra_cfg is not None else {}
     task = OmegaConf.select(hydra_cfg, "overrides.task", default=None) if hydra_cfg is not None else None
     overrides = [o for o in _parse(task) if is_hparam(o.key_or_group) and not o.is_delete()]
@@ -193,139 +190,76 @@ def describe(cfg: DictConfig, hydra_cfg=None) -> Session:
             except Exception:  # noqa: BLE001
                 params[key] = primitive(o.value())
     keys, domains = swept(hydra_cfg, list(own))
+    embedding = model.capabilities.embedding if model is not None else None
+    if embedding is not None:
+        params["code_size"] = embedding.size  # the flat code's size, whatever the model calls its setting
     shown = keys or list(own)
     label = ",".join(f"{k}={own[k]}" for k in shown) or "defaults"
     digest = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:6]
     params = {k: v for k, v in params.items() if v is not None and not (isinstance(v, float) and math.isnan(v))}
+    terms = sweep_terms(cfg, hydra_cfg, domains, model)
     return Session(name=f"{label} ({digest})", params=params, swept=keys, domains=domains,
-                   metrics=metric_tags(cfg, keys))
+                   metrics=metric_tags(cfg, terms))
 
 
-def metric_tags(cfg: DictConfig, swept_keys=()) -> list[str]:
-    """The metric columns: the optimised metric first; kl_loss for models that have one (or sweeps over models);
-    the NLL and the probes where their callbacks are configured."""
+def model_terms(model_cfg) -> tuple:
+    """The terms a model config's class declares (its `terms` at default settings), without building it."""
+    from hydra.utils import get_object
+
+    try:
+        return tuple(getattr(get_object(str(model_cfg["_target_"])), "terms", ()))
+    except Exception:  # noqa: BLE001 - an unknown or broken target: its job reports that itself
+        return ()
+
+
+def sweep_terms(cfg: DictConfig, hydra_cfg, domains: dict, model=None) -> tuple:
+    """The terms whose columns this run declares: its model's; in a sweep over models or presets, those of every
+    model the sweep lists (each job writes the same columns, and TensorBoard takes them from one job)."""
+    own = tuple(model.terms) if model is not None else model_terms(cfg.get("model") or {})
+    found = {t.name: t for t in own}
+    for group in ("model", "experiment"):
+        for choice in domains.get(group, []):
+            for term in _composed_terms(hydra_cfg, group, str(choice)):
+                found.setdefault(term.name, term)
+    return tuple(found.values())
+
+
+def _composed_terms(hydra_cfg, group: str, choice: str) -> tuple:
+    """The declared terms of the model that `group=choice` composes (with the job's own config search path)."""
+    from hydra import compose
+    from hydra.core.global_hydra import GlobalHydra
+
+    if not GlobalHydra.instance().is_initialized():
+        return ()  # composed in-process without Hydra's app state (tests, notebooks): this run's terms only
+    try:
+        name = str(OmegaConf.select(hydra_cfg, "job.config_name", default="train") or "train")
+        composed = compose(config_name=name, overrides=[f"{group}={choice}"])
+    except Exception:  # noqa: BLE001 - a choice this job cannot compose: its own job reports it
+        return ()
+    return model_terms(composed.get("model") or {})
+
+
+def callback_metrics(callbacks) -> list[str]:
+    """What the configured callbacks log, as each callback class declares it (ModelCallback.metrics)."""
+    from hydra.utils import get_object
+
+    out: list[str] = []
+    for node in (callbacks.values() if OmegaConf.is_config(callbacks) else []):
+        target = OmegaConf.select(node, "_target_", default=None) if OmegaConf.is_config(node) else None
+        try:
+            out += list(getattr(get_object(str(target)), "metrics", ())) if target else []
+        except Exception:  # noqa: BLE001 - an unknown target: building the callbacks reports it
+            continue
+    return out
+
+
+def metric_tags(cfg: DictConfig, terms=()) -> list[str]:
+    """The metric columns: the optimised metric first, the shared measures, the test value of each declared term,
+    then what the configured callbacks declare they log (the NLL, the probes)."""
     tags = [str(cfg.get("optimized_metric") or "val/loss"), *METRICS]
-    model = cfg.get("model") if isinstance(cfg.get("model"), DictConfig) else {}
-    if "beta" in (model or {}) or {"model", "experiment"} & set(swept_keys):
-        tags += KL_METRICS
-    callbacks = cfg.get("callbacks") or {}
-    targets = {f"{name} {OmegaConf.select(c, '_target_', default='') if OmegaConf.is_config(c) else ''}".lower()
-               for name, c in callbacks.items()} if OmegaConf.is_config(callbacks) else set()
-    if any("nll" in t for t in targets):
-        tags += NLL_METRICS
-    if any("probe" in t for t in targets):
-        tags += PROBE_METRICS
+    tags += [f"test/{t.name}" for t in terms if "test" in t.stages]
+    tags += callback_metrics(cfg.get("callbacks"))
     return list(dict.fromkeys(tags))
-
-
-# --- protos -------------------------------------------------------------------------------------------------------
-def _type(values: list):
-    from tensorboard.plugins.hparams import api_pb2
-
-    kinds = {bool if isinstance(v, bool) else float if isinstance(v, (int, float)) else str for v in values}
-    if kinds == {bool}:
-        return api_pb2.DATA_TYPE_BOOL
-    if kinds == {float}:
-        return api_pb2.DATA_TYPE_FLOAT64
-    return api_pb2.DATA_TYPE_STRING
-
-
-def _same(a, b) -> bool:
-    return type(a) is type(b) and a == b or (isinstance(a, (int, float)) and isinstance(b, (int, float))
-                                             and not isinstance(a, bool) and not isinstance(b, bool) and a == b)
-
-
-def experiment_pb(session: Session):
-    """The column list: swept keys (differs=True: TensorBoard sorts and ticks them first), then the curated keys,
-    and the declared metrics. Built only from what all jobs of a sweep share, so every job writes the same one."""
-    from google.protobuf import struct_pb2
-    from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
-
-    infos = []
-    for key in session.swept:
-        values = session.domains.get(key)
-        own = session.params.get(key)
-        if values is not None and own is not None and not any(_same(own, v) for v in values):
-            values = None  # the sweep's list does not hold this run's value as typed: no filter that would hide it
-        info = api_pb2.HParamInfo(name=key, differs=True,
-                                  type=_type(values if values else [own] if own is not None else [""]))
-        if values:
-            info.domain_discrete.CopyFrom(struct_pb2.ListValue(values=[_value(v) for v in dict.fromkeys(values)]))
-        infos.append(info)
-    for key, kind in CURATED.items():
-        if key not in session.swept:
-            infos.append(api_pb2.HParamInfo(name=key, type=_type([True] if kind is bool else [0.0] if kind in
-                                                                 (int, float) else [""])))
-    metrics = [api_pb2.MetricInfo(name=api_pb2.MetricName(group="", tag=tag)) for tag in session.metrics]
-    data = plugin_data_pb2.HParamsPluginData(experiment=api_pb2.Experiment(hparam_infos=infos, metric_infos=metrics))
-    return _summary(metadata.EXPERIMENT_TAG, metadata.create_summary_metadata(data), metadata.NULL_TENSOR)
-
-
-def _value(v):
-    from google.protobuf import struct_pb2
-
-    if isinstance(v, bool):
-        return struct_pb2.Value(bool_value=v)
-    if isinstance(v, (int, float)):
-        return struct_pb2.Value(number_value=float(v))
-    return struct_pb2.Value(string_value=str(v))
-
-
-def session_start_pb(session: Session, start_time: float | None = None):
-    from tensorboard.plugins.hparams import metadata, plugin_data_pb2
-
-    info = plugin_data_pb2.SessionStartInfo(group_name=session.name, start_time_secs=start_time or time.time())
-    for key, value in session.params.items():
-        info.hparams[key].CopyFrom(_value(value))
-    data = plugin_data_pb2.HParamsPluginData(session_start_info=info)
-    return _summary(metadata.SESSION_START_INFO_TAG, metadata.create_summary_metadata(data), metadata.NULL_TENSOR)
-
-
-def session_end_pb(state: str, end_time: float | None = None):
-    from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
-
-    status = api_pb2.Status.Value(STATUS[state])
-    data = plugin_data_pb2.HParamsPluginData(
-        session_end_info=plugin_data_pb2.SessionEndInfo(status=status, end_time_secs=end_time or time.time()))
-    return _summary(metadata.SESSION_END_INFO_TAG, metadata.create_summary_metadata(data), metadata.NULL_TENSOR)
-
-
-# CUSTOM SCALARS: train and val of each measure in one chart (TIME SERIES shows one tag per card)
-LAYOUT = {
-    "learning curves (epoch means: train vs val)": [
-        ("loss: each model's own objective (units differ between model families)", r"^(train|val)/loss$"),
-        ("bce per pixel: the same measure for every model", r"^(train|val)/bce$"),
-        ("mse per pixel: the same measure for every model", r"^(train|val)/mse$"),
-        ("psnr (dB) against the main baseline", r"^(train|val)/psnr$|^val/psnr_baseline$"),
-        ("ssim", r"^(train|val)/ssim$"),
-        ("recon_loss and kl_loss (VAEs)", r"^(train|val)/(recon_loss|kl_loss)$"),
-    ],
-    "training steps (every trainer.log_every_n_steps)": [
-        ("loss per step", r"^train/loss_step$"),
-        ("terms per step", r"^train/.*_step$"),
-    ],
-}
-
-
-def layout_pb():
-    from tensorboard.compat.proto import tensor_pb2, tensor_shape_pb2
-    from tensorboard.plugins.custom_scalar import layout_pb2, metadata
-
-    categories = [layout_pb2.Category(title=title, closed=i > 0, chart=[
-        layout_pb2.Chart(title=chart, multiline=layout_pb2.MultilineChartContent(tag=[regex]))
-        for chart, regex in charts]) for i, (title, charts) in enumerate(LAYOUT.items())]
-    layout = layout_pb2.Layout(category=categories)
-    tensor = tensor_pb2.TensorProto(dtype="DT_STRING", string_val=[layout.SerializeToString()],
-                                    tensor_shape=tensor_shape_pb2.TensorShapeProto())
-    return _summary(metadata.CONFIG_SUMMARY_TAG, metadata.create_summary_metadata(), tensor)
-
-
-def _summary(tag: str, summary_metadata, tensor):
-    from tensorboard.compat.proto import summary_pb2
-
-    summary = summary_pb2.Summary()
-    summary.value.add(tag=tag, metadata=summary_metadata, tensor=tensor)
-    return summary
 
 
 # --- writing -----------------------------------------------------------------------------------------------------
@@ -336,27 +270,14 @@ def _rank_zero() -> bool:
     return all(os.environ.get(v, "0") == "0" for v in ("RANK", "LOCAL_RANK", "NODE_RANK"))
 
 
-def write_summaries(log_dir: str | Path, summaries) -> None:
-    """One small event file in `log_dir` (the run TensorBoard reads), holding `summaries` at step 0."""
-    from tensorboard.compat.proto import event_pb2
-    from tensorboard.summary.writer.event_file_writer import EventFileWriter
-
-    Path(log_dir).mkdir(parents=True, exist_ok=True)
-    writer = EventFileWriter(str(log_dir), filename_suffix=".aelab")
-    try:
-        for summary in summaries:
-            writer.add_event(event_pb2.Event(wall_time=time.time(), step=0, summary=summary))
-    finally:
-        writer.close()
-
-
-def write_hparams(log_dir: str | Path, cfg: DictConfig, hydra_cfg=None) -> Session | None:
-    """Start the run's HPARAMS session (with the experiment summary and the CUSTOM SCALARS layout) in the logger's
-    directory; run_app ends it with the run's status."""
+def write_hparams(log_dir: str | Path, cfg: DictConfig, hydra_cfg=None, model=None) -> Session | None:
+    """Start the run's HPARAMS session (with the experiment summary and the CUSTOM SCALARS layout of the model's
+    terms) in the logger's directory; run_app ends it with the run's status."""
     if not _rank_zero():
         return None
-    session = describe(cfg, hydra_cfg)
-    write_summaries(log_dir, [experiment_pb(session), session_start_pb(session), layout_pb()])
+    session = describe(cfg, hydra_cfg, model)
+    terms = tuple(model.terms) if model is not None else ()
+    write_summaries(log_dir, [experiment_pb(session, CURATED), session_start_pb(session), layout_pb(terms)])
     run_dir = Path(str(hydra_cfg.runtime.output_dir)) if hydra_cfg is not None else Path(log_dir)
     _open[str(run_dir.resolve())] = (Path(log_dir), session)
     return session
@@ -394,6 +315,6 @@ def end_session(run_dir: str | Path, cfg: DictConfig, hydra_cfg, state: str) -> 
             return
         if not cfg.get("resume"):
             session = describe(cfg, hydra_cfg)
-            summaries = [experiment_pb(session), session_start_pb(session), *summaries]
+            summaries = [experiment_pb(session, CURATED), session_start_pb(session), *summaries]
     if summaries:
         write_summaries(log_dir, summaries)

@@ -1,8 +1,10 @@
 """One LightningModule for every model: clean uint8 batch -> (corrupt(clean), clean) -> the model's step -> logs.
 
-The module knows nothing of model families: it reads `model.capabilities` (aelab.models.base) and calls the
-model's public methods. A model that owns its training step (two optimizers, say) gets manual optimisation and
-does its own stepping in `model.training_step`.
+The module knows nothing of model families: it reads `model.terms` and `model.capabilities`
+(aelab.models.contract) and calls the model's public methods. Every training batch follows one contract: the
+model's `training_loss` (eager, or the captured graph of aelab.capture), or `training_step` for a model that owns
+its optimizers (manual optimisation); then `after_step` once the optimizer has stepped. Each term is logged as
+`<stage>/<name>` and reduced over the epoch as its declaration says.
 
 Randomness is tied to (seed, epoch, batch): the training corruption stream and torch's global RNG (VAE sampling)
 are reseeded at every training step, so a run resumed from an epoch checkpoint replays exactly what an
@@ -12,23 +14,20 @@ figures, image grids and the NLL ask `corrupted_batch` for their own named strea
 
 from __future__ import annotations
 
-import functools
 import math
-from typing import Any, Callable
 
 import lightning as L
 import torch
 from torchmetrics import MetricCollection
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
-from aelab.adapters import logs_this_step
+from aelab.adapters import attached_trainer, logs_this_step
 from aelab.corruptions import Corruption, Identity
 from aelab.data import to_float
-from aelab.errors import check
-from aelab.models import Autoencoder, Batch
+from aelab.models import Autoencoder, Batch, LossTerms
+from aelab.models.contract import check_terms
+from aelab.optim import Optimisation, step_schedulers
 from aelab.seeds import derive_seed, seeded_generator
-
-
 
 def image_metrics() -> MetricCollection:
     # per-image PSNR averaged over images, as super-resolution papers report it
@@ -56,34 +55,27 @@ def metrics_stride(n_batches: float, every: int) -> int:
 
 
 
-def with_run_length(factory: Callable[..., Any] | None, steps: Callable[[], float]) -> Callable[..., Any] | None:
-    """A scheduler factory with `total_steps: null` (OneCycleLR in a preset) gets the run's optimizer steps, as
-    Lightning estimates them from epochs, batches per epoch and accumulation: a preset's schedule then follows any
-    `epochs=` or `data.batch_size=` override instead of raising once the steps run past a hand-written count."""
-    if isinstance(factory, functools.partial) and "total_steps" in factory.keywords \
-            and factory.keywords["total_steps"] is None:
-        total = steps()
-        check(math.isfinite(total), "scheduler.total_steps=null needs a run of known length: set epochs or "
-                                    "trainer.max_steps")
-        return functools.partial(factory, total_steps=int(total))
-    return factory
-
 class AutoencoderModule(L.LightningModule):
     def __init__(self, model: Autoencoder, corruption: Corruption | None = None,
-                 optimizer: Callable[..., torch.optim.Optimizer] | None = None,
-                 scheduler: Callable[..., Any] | None = None, seed: int = 0, train_metrics_every: int = 10,
+                 optimisation: Optimisation | None = None, seed: int = 0, train_metrics_every: int = 10,
                  run_info: dict | None = None, capture_step: bool = False, channels_last: bool = False):
         super().__init__()
         self.model = model
         self.corruption = corruption or Identity()
-        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.optimisation = optimisation or Optimisation()
         self.seed, self.train_metrics_every = seed, max(1, int(train_metrics_every))
         self.run_info = run_info or {}  # stored in every checkpoint: the config that rebuilds this model
         self.train_metrics, self.val_metrics, self.test_metrics = image_metrics(), image_metrics(), image_metrics()
         self._generators: dict[str, torch.Generator] = {}
         self._saved_rng: torch.Tensor | None = None
+        self._saved_cuda_rng: torch.Tensor | None = None
         self.automatic_optimization = not model.capabilities.own_training_step
         self.capture_step, self._captured = bool(capture_step), None  # aelab.capture: set up on the device
+        self._reduce = {"loss": "mean", **{t.name: t.reduce for t in model.terms}}
+        self._checked: set[str] = set()  # stages whose terms were checked against the declaration
+        self._train_terms: list[tuple[tuple[str, ...], torch.Tensor, int]] = []  # the epoch's stacked terms
+        self._metrics_stride = max(1, self.train_metrics_every)
+        self._last_step: tuple[LossTerms, int] | None = None  # the batch's terms, for after_step
         # NHWC: oneDNN's CPU convolutions run fastest in it; conv weights are converted here and `_batch` converts
         # every batch, so no layer reorders its input on each call
         self.channels_last = bool(channels_last)
@@ -114,8 +106,7 @@ class AutoencoderModule(L.LightningModule):
 
     def _eval_start(self, stage: str) -> None:
         self._saved_rng = torch.get_rng_state()
-        cuda_state = torch.cuda.get_rng_state() if self.device.type == "cuda" else None
-        self._saved_cuda_rng = cuda_state
+        self._saved_cuda_rng = torch.cuda.get_rng_state() if self.device.type == "cuda" else None
         self._reseed(stage, derive_seed(self.seed, stage))
         torch.manual_seed(derive_seed(self.seed, stage))
 
@@ -168,7 +159,7 @@ class AutoencoderModule(L.LightningModule):
         """Whether Lightning writes this training step's values to the logger (every trainer.log_every_n_steps).
         Each self.log costs about a millisecond of Python, 5-10% of a small model's CPU step, so training terms
         are only logged on those steps, and on each epoch's first batch for the progress bar."""
-        trainer = self._trainer
+        trainer = attached_trainer(self)
         if trainer is None or batch_idx == 0 or trainer.fast_dev_run:
             return True
         return logs_this_step(trainer)
@@ -179,29 +170,38 @@ class AutoencoderModule(L.LightningModule):
         them."""
         if stage == "train":
             self._seed_train_step(batch_idx)
-        batch = self.make_batch(raw, stage)
-        if stage == "train" and self._captured is not None:
-            terms = self._captured(batch, self.global_step)
-        elif stage == "train":
-            terms = self.model.training_step(batch, self.global_step, self)
+        batch, step = self.make_batch(raw, stage), self.global_step
+        if stage != "train":
+            terms = self.model.loss(batch, step=step)
+        elif self._captured is not None:
+            terms = self._captured(batch, step)
+        elif not self.automatic_optimization:
+            terms = self.model.training_step(batch, step, self)
         else:
-            terms = self.model.loss(batch, step=self.global_step)
+            terms = self.model.training_loss(batch, step, self.current_epoch)
+        if stage not in self._checked:
+            check_terms(type(self.model).__name__, self.model.terms, terms, stage)
+            self._checked.add(stage)
         n = len(batch.target)
         if stage == "train":
+            self._last_step = (terms, step)
             self._log_train(terms, batch, batch_idx, n)
             return {"loss": terms.loss}  # nothing reads more of a training step; Lightning detaches what is returned
         # sync_dist: under DDP each rank sees a shard of val/test, the epoch value must average all of them
-        for name, value in {**terms.logged(), **pixel_errors(terms.output, batch.target)}.items():
+        for name, value in terms.logged().items():
             self.log(f"{stage}/{name}", value, on_step=False, on_epoch=True, batch_size=n, prog_bar=name == "loss",
-                     sync_dist=True)
+                     sync_dist=True, reduce_fx=self._reduce[name])
+        for name, value in pixel_errors(terms.output, batch.target).items():
+            self.log(f"{stage}/{name}", value, on_step=False, on_epoch=True, batch_size=n, sync_dist=True)
         self._log_image_metrics(stage, terms, batch, n)
         return {"loss": terms.loss, "batch": batch, "terms": terms}
 
     # --- training logs: epoch means of every step (summed on the device at epoch end), per-step values on logging
     # steps, image metrics on sampled steps -------------------------------------------------------------------------
     def on_train_epoch_start(self) -> None:
-        self._train_terms: list[tuple[tuple[str, ...], torch.Tensor, int]] = []
-        n = self._trainer.num_training_batches if self._trainer is not None else float("inf")
+        self._train_terms = []
+        trainer = attached_trainer(self)
+        n = trainer.num_training_batches if trainer is not None else float("inf")
         self._metrics_stride = metrics_stride(n, self.train_metrics_every)
 
     def _log_train(self, terms, batch: Batch, batch_idx: int, n: int) -> None:
@@ -213,8 +213,6 @@ class AutoencoderModule(L.LightningModule):
         values = terms.logged()
         with torch.no_grad():
             stacked = torch.stack([v.detach().float() for v in values.values()])
-        if not hasattr(self, "_train_terms"):
-            self.on_train_epoch_start()
         self._train_terms.append((tuple(values), stacked, n))
         if self._train_log_due(batch_idx):
             for name, value in values.items():
@@ -226,21 +224,23 @@ class AutoencoderModule(L.LightningModule):
             self._log_image_metrics("train", terms, batch, n)
 
     def _log_train_epoch_means(self) -> None:
-        """train/<term>: the epoch's batch-size-weighted mean of every logged term, one point per epoch whatever
-        log_every_n_steps is (one transfer per epoch, at its end)."""
-        entries, self._train_terms = getattr(self, "_train_terms", []), []
-        sums: dict[str, torch.Tensor] = {}
-        counts: dict[str, int] = {}
+        """train/<term>: the epoch's value of every logged term as its declaration reduces it (the batch-size-
+        weighted mean, or the sum, max or min over batches), one point per epoch whatever log_every_n_steps is (one
+        transfer per epoch, at its end)."""
+        entries, self._train_terms = self._train_terms, []
+        values: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}  # name -> [(per-batch values, sizes)]
         for names in dict.fromkeys(e[0] for e in entries):
             group = [(s, k) for nm, s, k in entries if nm == names]
-            weights = torch.tensor([k for _, k in group], dtype=torch.float32).to(group[0][0].device)
-            total = (torch.stack([s for s, _ in group]) * weights[:, None]).sum(0)
+            stacked = torch.stack([s for s, _ in group])
+            sizes = torch.tensor([k for _, k in group], dtype=torch.float32).to(stacked.device)
             for i, name in enumerate(names):
-                sums[name] = sums[name] + total[i] if name in sums else total[i]
-                counts[name] = counts.get(name, 0) + sum(k for _, k in group)
-        for name, total in sums.items():
-            self.log(f"train/{name}", total / counts[name], on_step=False, on_epoch=True, batch_size=1,
-                     sync_dist=True)
+                values.setdefault(name, []).append((stacked[:, i], sizes))
+        for name, parts in values.items():
+            v, k = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+            reduce = self._reduce.get(name, "mean")
+            epoch = {"mean": lambda: (v * k).sum() / k.sum(), "sum": v.sum, "max": v.max, "min": v.min}[reduce]()
+            self.log(f"train/{name}", epoch, on_step=False, on_epoch=True, batch_size=1, sync_dist=True,
+                     reduce_fx=reduce)
 
     def _log_image_metrics(self, stage: str, terms, batch: Batch, n: int) -> None:
         metrics = getattr(self, f"{stage}_metrics")
@@ -262,12 +262,23 @@ class AutoencoderModule(L.LightningModule):
 
     # --- optimisation and checkpoints ---------------------------------------------------------------------------
     def configure_optimizers(self):
-        scheduler = with_run_length(self.scheduler_factory, lambda: self.trainer.estimated_stepping_batches)
-        return self.model.configure_optimizers(self.optimizer_factory or torch.optim.Adam, scheduler)
+        groups = self.model.parameter_groups()
+        return self.optimisation.configure(groups, lambda: self.trainer.estimated_stepping_batches)
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        """After the optimizer step: the model's state updates, and (manual optimisation) per-step schedulers."""
+        if self._last_step is not None:
+            terms, step = self._last_step
+            self._last_step = None
+            with torch.no_grad():
+                self.model.after_step(terms, step)
+        if not self.automatic_optimization:
+            step_schedulers(self, "step")
 
     def on_train_epoch_end(self) -> None:
         self._log_train_epoch_means()
-        self.model.on_train_epoch_end(self)
+        if not self.automatic_optimization:
+            step_schedulers(self, "epoch")
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["aelab"] = self.run_info

@@ -41,7 +41,6 @@ def train(cfg: DictConfig, run) -> RunResult:
     """Fit (and test) the run `cfg` describes in the run directory `run`; returns what it built and measured."""
     import lightning as L
     from hydra.core.hydra_config import HydraConfig
-    from hydra.utils import instantiate
 
     from aelab.build import (RunResult, build_callbacks, build_parts, build_trainer, check_no_nan, checkpoint_info,
                              collect_metrics)
@@ -49,14 +48,15 @@ def train(cfg: DictConfig, run) -> RunResult:
     from aelab.checkpoints import check_compatible, load_checkpoint
     from aelab.hparams import write_hparams
     from aelab.module import AutoencoderModule
+    from aelab.optim import build_optimisation
     from aelab.sweep import configure_job
+    from aelab.terms import write_terms
 
     configure_job(cfg)  # torch threads (split between parallel sweep jobs), no DataLoader workers under joblib
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     parts = build_parts(cfg)
-    module = AutoencoderModule(parts.model, parts.corruption, optimizer=instantiate(cfg.optimizer),
-                               scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
-                               seed=cfg.seed, train_metrics_every=cfg.train_metrics_every,
+    module = AutoencoderModule(parts.model, parts.corruption, optimisation=build_optimisation(cfg), seed=cfg.seed,
+                               train_metrics_every=cfg.train_metrics_every,
                                capture_step=cfg.get("capture_step", False),
                                channels_last=cfg.get("channels_last", False),
                                run_info=checkpoint_info(cfg, parts))
@@ -67,7 +67,8 @@ def train(cfg: DictConfig, run) -> RunResult:
     trainer = build_trainer(cfg, build_callbacks(cfg.get("callbacks"), parts.model) + guards)
     if trainer.logger is not None and not cfg.get("resume"):
         # HPARAMS session start, experiment summary, CUSTOM SCALARS layout; run_app ends the session with its status
-        write_hparams(trainer.logger.log_dir, cfg, HydraConfig.get())
+        write_hparams(trainer.logger.log_dir, cfg, HydraConfig.get(), model=parts.model)
+    write_terms(run.path, parts.model)  # what aelab-compare and the results report read the model's terms from
 
     trainer.fit(module, datamodule=parts.datamodule, ckpt_path=cfg.get("ckpt_path"))
     metrics = collect_metrics(trainer)

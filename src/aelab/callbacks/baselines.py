@@ -47,7 +47,9 @@ class Baselines(L.Callback):
         shape = dm.image_shape
         pixels = shape[0] * shape[1] * shape[2]
         # PCA with the model's code size: a linear autoencoder with the same bottleneck (none without a code)
-        if "pca" in self.names and (k := module.model.capabilities.code_size) is not None:
+        embedding = module.model.capabilities.embedding
+        if "pca" in self.names and embedding is not None:
+            k = embedding.size
             n = min(self.fit_images, max(k + 1, self.fit_values // pixels), dm.split_size("train"))
             images, _ = dm.all_of("train", n)
             self.pca = baselines.fit_pca(to_float(images), k).to(module.device)

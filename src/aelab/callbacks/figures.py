@@ -16,6 +16,7 @@ import torch
 from torchvision.utils import make_grid
 
 from aelab import baselines
+from aelab.callbacks.base import ModelCallback
 from aelab.callbacks.images import evaluating, logged_writer, to_display
 from aelab.errors import check
 from aelab.models import Batch
@@ -89,7 +90,7 @@ def grid_figure(rows: list[torch.Tensor], row_labels: list[str], title: str, sha
 
 
 # --- the callbacks -------------------------------------------------------------------------------------------------
-class FigureCallback(L.Callback):
+class FigureCallback(ModelCallback):
     tag = "figures/figure"
 
     def __init__(self, every_n_epochs: int = 1):
@@ -99,7 +100,13 @@ class FigureCallback(L.Callback):
 
     def applicable(self, model) -> bool:
         """Whether the figure means anything for this model, from its declared capabilities."""
-        return model.capabilities.code_size is not None
+        caps = model.capabilities
+        return caps.embedding is not None and caps.decodes_codes
+
+    def why_not(self, model) -> str | None:
+        if self.applicable(model):
+            return None
+        return f"{type(model).__name__} does not declare the capabilities {self.tag} draws (see {type(self).__name__})"
 
     def draw(self, trainer: L.Trainer, module):
         """A matplotlib Figure, or None to skip."""
@@ -112,7 +119,7 @@ class FigureCallback(L.Callback):
     def log_figure(self, trainer: L.Trainer, module, stage: str = "val") -> bool:
         writer = logged_writer(trainer)
         if (writer is None or trainer.sanity_checking or not trainer.is_global_zero or trainer.datamodule is None
-                or not self.applicable(module.model)):
+                or not self.applies(module.model)):
             return False
         with evaluating(module):
             fig = self.draw(trainer, module)
@@ -214,12 +221,12 @@ class LatentGrid(FigureCallback):
 
     def applicable(self, model) -> bool:
         caps = model.capabilities
-        return caps.code_size == 2 and not caps.conditional
+        return caps.embedding is not None and caps.embedding.size == 2 and caps.decodes_codes and not caps.conditional
 
     def draw(self, trainer, module):
         model = module.model
         q = torch.linspace(*self.quantiles, self.n, dtype=torch.float64)
-        if model.capabilities.samples:
+        if model.capabilities.prior == "standard_normal":
             axes = [torch.distributions.Normal(0.0, 1.0).icdf(q).float()] * 2
             what = f"N(0,1) quantiles {self.quantiles[0]:g}..{self.quantiles[1]:g}"
         else:
@@ -246,7 +253,7 @@ class PriorSamples(FigureCallback):
         self.n_images = n_images
 
     def applicable(self, model) -> bool:
-        return model.capabilities.samples
+        return model.capabilities.prior is not None
 
     def draw(self, trainer, module):
         generator = seeded_generator(module.device, module.seed, "prior_samples")
@@ -270,7 +277,7 @@ class LatentInterpolation(FigureCallback):
 
     def applicable(self, model) -> bool:
         caps = model.capabilities
-        return caps.samples and not caps.conditional
+        return caps.prior is not None and caps.decodes_codes and not caps.conditional
 
     def draw(self, trainer, module):
         model = module.model
@@ -299,7 +306,7 @@ class ClassSamples(FigureCallback):
 
     def applicable(self, model) -> bool:
         caps = model.capabilities
-        return caps.conditional and caps.samples
+        return caps.conditional and caps.prior is not None
 
     def draw(self, trainer, module):
         model = module.model

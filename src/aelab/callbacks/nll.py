@@ -29,24 +29,18 @@ import logging
 import lightning as L
 import torch
 
+from aelab.callbacks.base import ModelCallback
 from aelab.errors import check
 from aelab.seeds import seeded_generator
 
 log = logging.getLogger("aelab")
 
 
-def unsupported(model) -> str | None:
-    """Why the estimate does not apply to this model, or None: only a model that declares a correct
-    importance-sampling estimator for itself (capabilities.likelihood) gets a test/nll."""
-    if not model.capabilities.likelihood:
-        return (f"{type(model).__name__} declares no importance-sampling likelihood (capabilities.likelihood; a VAE "
-                "needs recon_loss=bce, a Bernoulli decoder)")
-    return None
-
-
-class ImportanceSampledNLL(L.Callback):
+class ImportanceSampledNLL(ModelCallback):
     """samples: K importance samples per image; batch_size: decoder evaluations per forward pass (memory);
     max_images: the first n test images (None: all); seed: the sampling stream (the same for every run)."""
+
+    metrics = ("test/nll",)
 
     def __init__(self, samples: int = 1000, batch_size: int = 1024, max_images: int | None = None, seed: int = 0):
         check(isinstance(samples, int) and samples >= 1,
@@ -58,6 +52,14 @@ class ImportanceSampledNLL(L.Callback):
         self.samples, self.batch_size, self.max_images, self.seed = samples, batch_size, max_images, seed
         self._told: set[str] = set()
 
+    def why_not(self, model) -> str | None:
+        """Only a model that declares a correct importance-sampling estimator for itself (capabilities.likelihood)
+        gets a test/nll."""
+        if not model.capabilities.likelihood:
+            return (f"{type(model).__name__} declares no importance-sampling likelihood (capabilities.likelihood; a "
+                    "VAE needs recon_loss=bce, a Bernoulli decoder); test/nll is not computed")
+        return None
+
     def _tell(self, message: str) -> None:
         if message not in self._told:  # once per reason, not at every test
             self._told.add(message)
@@ -65,8 +67,7 @@ class ImportanceSampledNLL(L.Callback):
 
     def on_test_epoch_end(self, trainer: L.Trainer, module) -> None:
         model = module.model
-        if (why := unsupported(model)) is not None:
-            self._tell(f"{why}; test/nll is not computed")
+        if not self.applies(model):
             return
         if trainer.datamodule is None:
             self._tell("no datamodule to read the test split from; test/nll is not computed")

@@ -16,10 +16,10 @@ from __future__ import annotations
 import logging
 import math
 
-import lightning as L
 import torch
 
 from aelab import probe
+from aelab.callbacks.base import ModelCallback
 from aelab.callbacks.images import evaluating
 from aelab.errors import check
 from aelab.types import PositiveInt
@@ -29,9 +29,11 @@ ENCODE_CHUNK = 1000
 SMOKE_IMAGES_PER_TEST_IMAGE = 4  # a limited test's probe: 4 train images per tested image, balanced by class
 
 
-class EmbeddingProbe(L.Callback):
+class EmbeddingProbe(ModelCallback):
     """budgets: labelled examples per class (null: all); k and metric: the k-NN classifier; baselines: any of
     "pca" (same code size, fitted on the training images) and "pixels"; seed: the budgets' balanced draws."""
+
+    metrics = ("test/probe_linear_100", "test/probe_knn_100", "test/probe_linear_all")  # HPARAMS shows these
 
     def __init__(self, budgets: list[PositiveInt | None] = (10, 100, None), k: PositiveInt = 10,
                  metric: str = "cosine", baselines: list[str] = ("pca", "pixels"), seed: int = 0):
@@ -47,14 +49,13 @@ class EmbeddingProbe(L.Callback):
             self._told.add(why)
             log.info("EmbeddingProbe: %s; no test/probe_* metrics", why)
 
-    def why_not(self, trainer, model) -> str | None:
-        caps, spec = model.capabilities, trainer.datamodule.spec if trainer.datamodule is not None else None
-        if caps.code_size is None:
-            return f"{type(model).__name__} has no code (capabilities.code_size is None)"
+    def why_not(self, model) -> str | None:
+        caps = model.capabilities
+        if caps.embedding is None:
+            return f"{type(model).__name__} has no code (capabilities.embedding is None); no test/probe_* metrics"
         if caps.conditional:
-            return f"{type(model).__name__} encodes with the label, which would leak into its code"
-        if spec is None or spec.num_classes is None or spec.num_classes < 2:
-            return "the data has no class labels"
+            return (f"{type(model).__name__} encodes with the label, which would leak into its code; no "
+                    "test/probe_* metrics")
         return None
 
     def _splits(self, trainer) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
@@ -80,9 +81,11 @@ class EmbeddingProbe(L.Callback):
         return torch.cat(codes)
 
     def on_test_epoch_end(self, trainer, module) -> None:
-        if trainer.sanity_checking or (why := self.why_not(trainer, module.model)) is not None:
-            if not trainer.sanity_checking:
-                self._skip(why)
+        if trainer.sanity_checking or not self.applies(module.model):
+            return
+        spec = trainer.datamodule.spec if trainer.datamodule is not None else None
+        if spec is None or spec.num_classes is None or spec.num_classes < 2:
+            self._skip("the data has no class labels")
             return
         splits = self._splits(trainer)
         with evaluating(module):

@@ -1,13 +1,17 @@
-"""Models: one file per model, all keeping the contract of `aelab.models.base` (capabilities, public methods)."""
+"""Models: one file per model, all keeping the written contract of `aelab.models.contract` (terms, capabilities)
+through the base classes of `aelab.models.base`."""
 
 from aelab.models.aae import AdversarialAutoencoder
 from aelab.models.ae_conv import ConvAutoencoder
 from aelab.models.ae_dense import DenseAutoencoder
-from aelab.models.base import (Autoencoder, Batch, Capabilities, LossTerms, TwoOptimizerTraining,
-                               VariationalAutoencoder, reconstruction_loss)
+from aelab.models.base import Autoencoder, TwoOptimizerTraining, VariationalAutoencoder, reconstruction_loss
+from aelab.models.contract import Batch, Capabilities, Embedding, LossTerms, Term
 from aelab.models.cvae import ConditionalVAE
+from aelab.models.latent import KLRegulariser, gaussian_kl, reparameterize, standard_normal
 from aelab.models.vae_conv import ConvVAE
 from aelab.models.vae_dense import DenseVAE
 
-__all__ = ["AdversarialAutoencoder", "Autoencoder", "Batch", "Capabilities", "ConditionalVAE", "ConvAutoencoder", "ConvVAE",
-           "DenseAutoencoder", "DenseVAE", "LossTerms", "TwoOptimizerTraining", "VariationalAutoencoder", "reconstruction_loss"]
+__all__ = ["AdversarialAutoencoder", "Autoencoder", "Batch", "Capabilities", "ConditionalVAE", "ConvAutoencoder",
+           "ConvVAE", "DenseAutoencoder", "DenseVAE", "Embedding", "KLRegulariser", "LossTerms", "Term",
+           "TwoOptimizerTraining", "VariationalAutoencoder", "gaussian_kl", "reconstruction_loss", "reparameterize",
+           "standard_normal"]

@@ -9,29 +9,19 @@ fake), then steps encoder + decoder on `loss(batch)` = reconstruction + adv_weig
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from aelab.errors import check
 from aelab.adapters import step_uncounted
-from aelab.models.base import Autoencoder, Batch, LossTerms, TwoOptimizerTraining, reconstruction_loss
+from aelab.errors import check
+from aelab.models.base import RECON_TERM, Autoencoder, Batch, LossTerms, TwoOptimizerTraining, reconstruction_loss
+from aelab.models.contract import Term
+from aelab.models.latent import standard_normal
 from aelab.models.layers import ConvDecoder, ConvEncoder, mlp
-
-ARCHS = ("conv", "dense")
-
-
-@dataclass
-class DiscriminatorTerms:
-    """What the discriminator step minimises (`loss`) and logs (`extras`: d_loss, d_acc)."""
-
-    loss: torch.Tensor
-    extras: dict[str, torch.Tensor] = field(default_factory=dict)
-
-    def logged(self) -> dict[str, torch.Tensor]:
-        return dict(self.extras)
+from aelab.types import NonNegativeFloat, PositiveInt
 
 
 class AdversarialAutoencoder(TwoOptimizerTraining, Autoencoder):
@@ -43,23 +33,24 @@ class AdversarialAutoencoder(TwoOptimizerTraining, Autoencoder):
     steps; with reduction=mean and adv_weight=1 the discriminator won (d_acc ~ 1).
     """
 
-    samples = True
+    terms = (RECON_TERM,
+             Term("g_loss", "generator loss: BCE of the discriminator calling the codes prior draws (the loss adds "
+                            "adv_weight times it)"),
+             Term("d_loss", "the discriminator's BCE, prior draws against codes (its own optimizer minimises it)",
+                  better=None),
+             Term("d_acc", "the discriminator's accuracy, prior draws against codes (0.5: it cannot tell them apart)",
+                  better=None))
+    prior = "standard_normal"
 
-    def __init__(self, *args, arch: str = "conv", latent_dim: int = 8, channels: list[int] = (32, 64),
-                 hidden: list[int] = (512,), disc_hidden: list[int] = (256, 256), adv_weight: float = 1.0,
+    def __init__(self, *args, arch: Literal["conv", "dense"] = "conv", latent_dim: PositiveInt = 8,
+                 channels: list[PositiveInt] = (32, 64), hidden: list[PositiveInt] = (512,),
+                 disc_hidden: list[PositiveInt] = (256, 256), adv_weight: NonNegativeFloat = 1.0,
                  batch_norm: bool = False, reduction: str = "sum", **kwargs):
         super().__init__(*args, reduction=reduction, **kwargs)
-        check(arch in ARCHS, f"model.arch={arch!r} is not one of {list(ARCHS)}")
-        check(isinstance(latent_dim, int) and latent_dim >= 1,
-              f"model.latent_dim must be an integer >= 1, got {latent_dim!r}")
-        check(adv_weight >= 0, f"model.adv_weight must be >= 0, got {adv_weight!r}")
         channels, hidden, disc_hidden = list(channels), list(hidden), list(disc_hidden)
-        check(all(h >= 1 for h in [*hidden, *disc_hidden]),
-              f"model.hidden and model.disc_hidden must be positive, got {hidden} and {disc_hidden}")
         self.arch, self.latent_dim, self.adv_weight = arch, latent_dim, float(adv_weight)
         if arch == "conv":
-            check(len(channels) >= 1 and all(c >= 1 for c in channels),
-                  f"model.channels must be positive, got {channels}")
+            check(len(channels) >= 1, f"model.channels must list at least one stage, got {channels}")
             conv = ConvEncoder(self.input_shape[0], channels, batch_norm)
             spatial = conv.out_shape(self.input_shape)
             self.encoder = nn.Sequential(conv, nn.Flatten(), nn.Linear(math.prod(spatial), latent_dim))
@@ -78,24 +69,21 @@ class AdversarialAutoencoder(TwoOptimizerTraining, Autoencoder):
 
     def training_step(self, batch: Batch, step: int, module) -> LossTerms:
         """Discriminator step, then autoencoder (generator) step; returns the autoencoder's terms with the
-        discriminator's d_loss / d_acc added, so the module logs them as it logs any model's terms."""
+        discriminator step's d_loss / d_acc."""
         opt_ae, opt_d = module.optimizers()
-        d_terms = self.discriminator_loss(batch)
+        d_loss, d_acc = self.discriminator_loss(batch)
         opt_d.zero_grad()
-        module.manual_backward(d_terms.loss)
+        module.manual_backward(d_loss)
         step_uncounted(module.trainer, opt_d)  # global_step counts batches, as with one optimizer
         with module.toggled_optimizer(opt_ae):  # no gradients into the discriminator from the generator loss
             terms = self.loss(batch, step=step)
             opt_ae.zero_grad()
             module.manual_backward(terms.loss)
             opt_ae.step()
-        terms.extras.update(d_terms.logged())
+        terms.terms.update(d_loss=d_loss.detach(), d_acc=d_acc)
         return terms
 
     # --- losses -------------------------------------------------------------------------------------------------
-    def _prior(self, like: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        return torch.randn(like.shape, generator=generator, device=like.device, dtype=like.dtype)
-
     def _discriminate(self, z_prior: torch.Tensor, z_code: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(loss, accuracy) of the discriminator: prior samples are labelled 1, encoded codes 0."""
         real, fake = self.discriminator(z_prior), self.discriminator(z_code)
@@ -104,12 +92,13 @@ class AdversarialAutoencoder(TwoOptimizerTraining, Autoencoder):
         acc = 0.5 * ((real > 0).float().mean() + (fake < 0).float().mean())
         return loss, acc
 
-    def discriminator_loss(self, batch: Batch, generator: torch.Generator | None = None) -> DiscriminatorTerms:
-        """The discriminator's objective; the codes are detached, so only the discriminator learns from it."""
+    def discriminator_loss(self, batch: Batch,
+                           generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loss, accuracy) of the discriminator's objective; the codes are detached, so only the discriminator
+        learns from it."""
         with torch.no_grad():
             z = self.encode(batch.input)
-        loss, acc = self._discriminate(self._prior(z, generator), z)
-        return DiscriminatorTerms(loss=loss, extras={"d_loss": loss.detach(), "d_acc": acc})
+        return self._discriminate(standard_normal(z.shape, z, generator), z)
 
     def loss(self, batch: Batch, step: int = 0) -> LossTerms:
         z = self.encode(batch.input, batch.label)
@@ -118,16 +107,9 @@ class AdversarialAutoencoder(TwoOptimizerTraining, Autoencoder):
         fooled = self.discriminator(z)
         # non-saturating generator loss: the encoder wants its codes classified as prior samples
         g_loss = F.binary_cross_entropy_with_logits(fooled, torch.ones_like(fooled))
-        extras = {"g_loss": g_loss.detach()}
+        terms = {"recon_loss": recon, "g_loss": g_loss.detach()}
         if not self.training:  # evaluation: how well the discriminator separates codes from the prior (cheap MLP)
             with torch.no_grad():
-                d_loss, d_acc = self._discriminate(self._prior(z), z)
-            extras.update(d_loss=d_loss, d_acc=d_acc)
-        return LossTerms(loss=recon + self.adv_weight * g_loss, recon_loss=recon, output=torch.sigmoid(logits),
-                         extras=extras)
-
-    def sample(self, n: int, generator: torch.Generator | None = None, labels=None) -> torch.Tensor:
-        """Images decoded from z ~ N(0, I), the prior the discriminator matched the codes to."""
-        device = next(self.parameters()).device
-        z = torch.randn((n, self.latent_dim), generator=generator, device=device)
-        return torch.sigmoid(self.decode(z))
+                d_loss, d_acc = self._discriminate(standard_normal(z.shape, z), z)
+            terms.update(d_loss=d_loss, d_acc=d_acc)
+        return LossTerms(loss=recon + self.adv_weight * g_loss, output=torch.sigmoid(logits), terms=terms)

@@ -18,8 +18,6 @@ class ConvAutoencoder(Autoencoder):
     def __init__(self, *args, channels: list[PositiveInt] = (16, 8, 8), latent_dim: PositiveInt | None = None,
                  batch_norm: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
-        check(latent_dim is None or (isinstance(latent_dim, int) and latent_dim >= 1),
-              f"model.latent_dim must be null or an integer >= 1, got {latent_dim!r}")
         channels = list(channels)
         check(len(channels) >= 1 and all(c >= 1 for c in channels), f"model.channels must be positive, got {channels}")
         self.latent_dim = latent_dim

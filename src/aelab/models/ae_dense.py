@@ -2,7 +2,6 @@ import math
 
 from torch import nn
 
-from aelab.errors import check
 from aelab.models.base import Autoencoder
 from aelab.models.layers import mlp
 from aelab.types import PositiveInt
@@ -13,7 +12,6 @@ class DenseAutoencoder(Autoencoder):
 
     def __init__(self, *args, hidden: list[PositiveInt] = (256,), latent_dim: PositiveInt = 32, **kwargs):
         super().__init__(*args, **kwargs)
-        check(isinstance(latent_dim, int) and latent_dim >= 1, f"model.latent_dim must be an integer >= 1, got {latent_dim!r}")
         hidden = list(hidden)
         self.latent_dim = latent_dim
         self.encoder = nn.Sequential(nn.Flatten(), mlp([math.prod(self.input_shape), *hidden, latent_dim]))

@@ -7,6 +7,7 @@ chosen at sampling time. KL, beta, warm-up and free bits come from `VariationalA
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -15,8 +16,7 @@ from torch import nn
 from aelab.errors import check
 from aelab.models.base import VariationalAutoencoder
 from aelab.models.layers import ConvDecoder, ConvEncoder, mlp
-
-ARCHS = ("dense", "conv")
+from aelab.types import PositiveInt
 
 
 class ConditionalVAE(VariationalAutoencoder):
@@ -27,16 +27,15 @@ class ConditionalVAE(VariationalAutoencoder):
     conditional = True
     likelihood = True  # the VAE's estimator with each image's own label: -log p(x | y)
 
-    def __init__(self, *args, arch: str = "dense", hidden: list[int] = (512,), channels: list[int] = (32, 64),
+    def __init__(self, *args, arch: Literal["dense", "conv"] = "dense", hidden: list[PositiveInt] = (512,),
+                 channels: list[PositiveInt] = (32, 64),
                  batch_norm: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
         # an image_folder without class subfolders reports a single class: nothing to condition on
         check(self.num_classes is not None and int(self.num_classes) >= 2,
               f"model=cvae needs class labels (num_classes >= 2), but the data has num_classes={self.num_classes!r}; "
               "use a labelled dataset (mnist, fashion_mnist, flowers, an image_folder with class subfolders)")
-        check(arch in ARCHS, f"model.arch={arch!r} is not one of {list(ARCHS)}")
         hidden, channels = list(hidden), list(channels)
-        check(all(h >= 1 for h in hidden), f"model.hidden must be positive, got {hidden}")
         self.num_classes, self.arch = int(self.num_classes), arch
         k, d = self.num_classes, self.latent_dim
         if arch == "dense":
@@ -45,8 +44,7 @@ class ConditionalVAE(VariationalAutoencoder):
             self.decoder = nn.Sequential(mlp([d + k, *hidden[::-1], math.prod(self.output_shape)]),
                                          nn.Unflatten(1, self.output_shape))
         else:
-            check(len(channels) >= 1 and all(c >= 1 for c in channels),
-                  f"model.channels must be positive, got {channels}")
+            check(len(channels) >= 1, f"model.channels must list at least one stage, got {channels}")
             conv = ConvEncoder(self.input_shape[0], channels, batch_norm)
             spatial = conv.out_shape(self.input_shape)
             self.features = nn.Sequential(conv, nn.Flatten())
@@ -70,10 +68,8 @@ class ConditionalVAE(VariationalAutoencoder):
 
     def sample(self, n: int, generator: torch.Generator | None = None, labels=None) -> torch.Tensor:
         """Images decoded from z ~ N(0, I) for the given classes; labels=None cycles 0, 1, ..., num_classes-1."""
-        device = next(self.parameters()).device
         labels = torch.arange(n) % self.num_classes if labels is None else torch.as_tensor(labels).long()
         check(labels.shape == (n,), f"sample: labels must have shape ({n},), got {tuple(labels.shape)}")
         check(bool(((labels >= 0) & (labels < self.num_classes)).all()),
               f"sample: labels must lie in [0, {self.num_classes}), got {labels.tolist()}")
-        z = torch.randn((n, self.latent_dim), generator=generator, device=device)
-        return torch.sigmoid(self.decode(z, labels.to(device)))
+        return super().sample(n, generator, labels.to(next(self.parameters()).device))

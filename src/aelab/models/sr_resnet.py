@@ -35,8 +35,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from aelab.errors import ConfigError, check
-from aelab.models.ae_resnet import Interval, ResBlock, configure_with_interval
 from aelab.models.base import Autoencoder, Batch, LossTerms, reconstruction_loss
+from aelab.models.layers import ResBlock
 from aelab.types import NonNegativeInt, PositiveFloat, PositiveInt
 
 EPS = 1e-4  # images are kept in [EPS, 1 - EPS] before the logit, so logits stay finite (|logit| <= 9.2)
@@ -59,8 +59,7 @@ class SRResNet(Autoencoder):
     predicts sub-pixels at the input size); consistency: none | area (the output's f x f block means are set to the
     input's pixels: the exact constraint of area downsampling, corruption.downsample.mode=area); interpolation:
     bicubic | bilinear (the global residual's base); residual: where the net's output is added (see `decode`);
-    self_ensemble: evaluate as the mean over flips and turns of the input (see the module docstring);
-    scheduler_interval: how often a configured scheduler steps."""
+    self_ensemble: evaluate as the mean over flips and turns of the input (see the module docstring)."""
 
     has_code = False
     likelihood = False
@@ -69,7 +68,7 @@ class SRResNet(Autoencoder):
                  upsample: Literal["stepwise", "once", "subpixel"] = "stepwise",
                  interpolation: Literal["bicubic", "bilinear"] = "bicubic",
                  residual: Literal["pixel", "logit"] = "pixel", consistency: Literal["none", "area"] = "none",
-                 self_ensemble: bool = False, scheduler_interval: Interval = "step", **kwargs):
+                 self_ensemble: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
         (c_in, h, w), (c_out, hh, ww) = self.input_shape, self.output_shape
         check(c_in == c_out, f"sr_resnet maps C channels to C channels; got input {self.input_shape}, "
@@ -77,15 +76,9 @@ class SRResNet(Autoencoder):
         if hh % h or ww % w or hh // h != ww // w:
             raise ConfigError(f"sr_resnet needs one integer upsampling factor for height and width; got input "
                               f"{h}x{w}, output {hh}x{ww}")
-        check(upsample in ("stepwise", "once", "subpixel"),
-              f"model.upsample={upsample!r} is not one of ['stepwise', 'once', 'subpixel']")
-        check(interpolation in ("bicubic", "bilinear"),
-              f"model.interpolation={interpolation!r} is not one of ['bicubic', 'bilinear']")
-        check(residual in ("pixel", "logit"), f"model.residual={residual!r} is not one of ['pixel', 'logit']")
         self.factor = hh // h
-        check(consistency in ("none", "area"), f"model.consistency={consistency!r} is not one of ['none', 'area']")
         self.interpolation, self.residual, self.consistency = interpolation, residual, consistency
-        self.self_ensemble, self.scheduler_interval = bool(self_ensemble), scheduler_interval
+        self.self_ensemble = bool(self_ensemble)
         self.head = nn.Conv2d(c_in, width, 3, padding=1)
         self.body = nn.Sequential(*[ResBlock(width, "none", res_scale) for _ in range(blocks)],
                                   nn.Conv2d(width, width, 3, padding=1))
@@ -168,12 +161,9 @@ class SRResNet(Autoencoder):
         if self.recon_kind == "bce":
             logits = torch.logit(img.clamp(EPS, 1 - EPS))
             recon = reconstruction_loss(logits, batch.target, "bce", self.reduction)
-            return LossTerms(loss=recon, recon_loss=recon, output=torch.sigmoid(logits))
+            return LossTerms(loss=recon, output=torch.sigmoid(logits), terms={"recon_loss": recon})
         err = img - batch.target
         per_pixel = err.square() if self.recon_kind == "mse" else err.abs()
         recon = per_pixel.mean() if self.reduction == "mean" else per_pixel.flatten(1).sum(1).mean()
-        return LossTerms(loss=recon, recon_loss=recon, output=img.clamp(0, 1))
-
-    def configure_optimizers(self, optimizer, scheduler=None):
-        return configure_with_interval(self, optimizer, scheduler, self.scheduler_interval)
+        return LossTerms(loss=recon, output=img.clamp(0, 1), terms={"recon_loss": recon})
 

@@ -15,15 +15,15 @@ objective=iwae   loss = -log (1/K sum_k w_k), w_k = p(x, z_k) / q(z_k | x), z_k 
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 from typing import Literal
 
 import torch
 from torch import nn
 
 from aelab.errors import check
-from aelab.models.ae_resnet import Interval, Norm, ResNetDecoder, ResNetEncoder, check_stages, configure_with_interval
-from aelab.models.base import Batch, Capabilities, LossTerms, VariationalAutoencoder
+from aelab.models.base import Batch, LossTerms, VariationalAutoencoder
+from aelab.models.latent import reparameterize
+from aelab.models.layers import Norm, ResNetDecoder, ResNetEncoder, check_stages
 from aelab.types import NonNegativeInt, PositiveInt
 
 
@@ -36,37 +36,31 @@ class ResNetVAE(VariationalAutoencoder):
 
     def __init__(self, *args, channels: list[PositiveInt] = (16, 32, 64), blocks: list[NonNegativeInt] = (0, 1, 1),
                  norm: Norm = "none", objective: Literal["elbo", "iwae"] = "elbo", iwae_samples: PositiveInt = 5,
-                 elbo_warmup_epochs: NonNegativeInt = 0, scheduler_interval: Interval = "step", **kwargs):
+                 elbo_warmup_epochs: NonNegativeInt = 0, **kwargs):
         super().__init__(*args, **kwargs)
         channels, blocks = check_stages(channels, blocks)
-        check(objective in ("elbo", "iwae"), f"model.objective={objective!r} is not one of ['elbo', 'iwae']")
-        check(isinstance(iwae_samples, int) and iwae_samples >= 1,
-              f"model.iwae_samples must be an integer >= 1, got {iwae_samples!r}")
         if objective == "iwae":
             check(self.recon_kind == "bce", "model.objective=iwae needs the Bernoulli decoder: model.recon_loss=bce")
-            check(self.beta == 1.0 and self.kl_warmup_steps == 0 and self.free_bits == 0.0,
+            check(self.kl.is_plain,
                   "model.objective=iwae has no beta, kl_warmup_steps or free_bits: leave them at 1.0, 0, 0.0")
-        check(isinstance(elbo_warmup_epochs, int) and elbo_warmup_epochs >= 0,
-              f"model.elbo_warmup_epochs must be an integer >= 0, got {elbo_warmup_epochs!r}")
         check(elbo_warmup_epochs == 0 or objective == "iwae",
               f"model.elbo_warmup_epochs={elbo_warmup_epochs} needs model.objective=iwae (the ELBO objective has no "
               "other bound to warm up for)")
         self.elbo_warmup_epochs = elbo_warmup_epochs
-        self.objective, self.iwae_samples, self.scheduler_interval = objective, iwae_samples, scheduler_interval
+        self.objective, self.iwae_samples = objective, iwae_samples
         conv = ResNetEncoder(self.input_shape[0], channels, blocks, norm)
         spatial = conv.out_shape(self.input_shape)
         self.encoder = nn.Sequential(conv, nn.Flatten(), nn.Linear(math.prod(spatial), 2 * self.latent_dim))
         self.decoder = nn.Sequential(nn.Linear(self.latent_dim, math.prod(spatial)), nn.Unflatten(1, spatial),
                                      ResNetDecoder(spatial, channels[::-1], blocks[::-1], self.output_shape, norm))
 
-    @property
-    def capabilities(self) -> Capabilities:
-        caps = super().capabilities
-        # the objective switches at an epoch boundary, which a recorded graph would freeze
-        return replace(caps, capturable=caps.capturable and self.elbo_warmup_epochs == 0)
+    def capture_blocker(self) -> str | None:
+        if self.elbo_warmup_epochs:
+            return "its objective switches from the ELBO to the IWAE bound after model.elbo_warmup_epochs"
+        return super().capture_blocker()
 
-    def training_step(self, batch: Batch, step: int, module) -> LossTerms:
-        if module.current_epoch < self.elbo_warmup_epochs:
+    def training_loss(self, batch: Batch, step: int, epoch: int) -> LossTerms:
+        if epoch < self.elbo_warmup_epochs:
             return self.elbo_loss(batch, step)
         return self.loss(batch, step)
 
@@ -81,10 +75,6 @@ class ResNetVAE(VariationalAutoencoder):
         bound = torch.logsumexp(log_w, dim=0) - math.log(self.iwae_samples)  # per image
         with torch.no_grad():  # the single-sample terms, logged for comparison with the ELBO runs
             mean, log_var = self.posterior(batch.input, batch.label)
-            single = self.elbo_terms(mean, log_var, self.decode(self.reparameterize(mean, log_var), batch.label),
+            single = self.elbo_terms(mean, log_var, self.decode(reparameterize(mean, log_var), batch.label),
                                      batch.target, step)
-        return LossTerms(loss=-bound.mean(), recon_loss=single.recon_loss, kl_loss=single.kl_loss,
-                         output=single.output)
-
-    def configure_optimizers(self, optimizer, scheduler=None):
-        return configure_with_interval(self, optimizer, scheduler, self.scheduler_interval)
+        return LossTerms(loss=-bound.mean(), output=single.output, terms=single.terms)
