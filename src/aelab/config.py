@@ -31,6 +31,8 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("aelab_cwd", os.getcwd)
     if not OmegaConf.has_resolver("aelab_first"):  # the first non-null argument (resume=DIR or a new run dir)
         OmegaConf.register_new_resolver("aelab_first", lambda *args: next((a for a in args if a is not None), None))
+    if not OmegaConf.has_resolver("aelab_unless"):  # the second argument unless the first is set (resume=DIR)
+        OmegaConf.register_new_resolver("aelab_unless", lambda given, value: value if given is None else None)
 
 
 register_resolvers()

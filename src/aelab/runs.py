@@ -97,7 +97,10 @@ class RunDir:
         self.metrics_file.unlink(missing_ok=True)  # a resumed or repeated run earns its metrics again
         OmegaConf.save(cfg, self.path / "config.yaml", resolve=True)
         write_json_atomic(self.path / "environment.json", environment())
-        self._set_status("running", started=time.time(), pid=os.getpid(), error=None)
+        # a fresh record: a resumed run's status is this attempt's, not the interruption's error and traceback
+        now = time.time()
+        write_json_atomic(self.status_file, {"state": "running", "started": now, "updated": now, "pid": os.getpid(),
+                                             "error": None})
 
     def succeed(self, metrics: dict) -> None:
         write_json_atomic(self.metrics_file, metrics)
@@ -169,13 +172,18 @@ def run_app(task: Callable[[DictConfig, RunDir], Any], cfg: DictConfig, app: str
             prepare: Callable[[DictConfig], DictConfig] | None = None) -> float | None:
     """Run `task` in the Hydra run directory with status bookkeeping; return cfg.optimized_metric for sweepers.
 
-    `prepare` may replace the config before the run starts (resume reads the run's recorded one)."""
+    `prepare` may replace the config before the run starts (resume reads the run's recorded one); what it refuses
+    is reported without a word written to the run directory."""
     hydra_cfg = HydraConfig.get()
     run = RunDir(hydra_cfg.runtime.output_dir)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    try:
+        cfg = prepare(cfg) if prepare is not None else cfg
+    except AelabError as error:  # refused before the run starts: the directory (a run to resume) stays as it was
+        print(f"{app}: error: {one_line(error)}", file=sys.stderr)
+        raise SystemExit(1) from None
     with Signals() as signals:
         try:
-            cfg = prepare(cfg) if prepare is not None else cfg
             run.start(cfg)
             metrics = task(cfg, run).metrics
         except BaseException as error:  # noqa: BLE001 - every exit path must leave a truthful status

@@ -7,34 +7,22 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import hydra
 from typing import TYPE_CHECKING
 
-from omegaconf import DictConfig, OmegaConf, open_dict
+import hydra
+from omegaconf import DictConfig
 
 from aelab.config import CONFIG_PATH, log_through_hydra
-from aelab.errors import ConfigError
 
 if TYPE_CHECKING:  # the heavy imports wait until a run starts, so --help and config errors stay fast
     from aelab.build import RunResult
 
 
 def resume_config(cfg: DictConfig) -> DictConfig:
-    """`resume=DIR`: the run's recorded config, continued from DIR/checkpoints/last.ckpt (an epoch end, so the
-    resumed run replays what an uninterrupted one does). Hydra already put this run in DIR (conf/hydra)."""
-    run_dir = cfg.resume
-    recorded, last = Path(run_dir) / "config.yaml", Path(run_dir) / "checkpoints" / "last.ckpt"
-    if not recorded.is_file():
-        raise ConfigError(f"resume={run_dir}: not a run directory (no config.yaml)")
-    if not last.is_file():
-        raise ConfigError(f"resume={run_dir}: no checkpoints/last.ckpt yet (killed before the first epoch ended); "
-                          "start it again instead")
-    original = OmegaConf.load(recorded)
-    with open_dict(original):
-        original.resume, original.ckpt_path = str(run_dir), str(last)
-    return original
+    """`resume=DIR`: DIR's recorded config, re-pointed to where DIR is now (aelab.resume)."""
+    from aelab.resume import resume_config as recorded
+
+    return recorded(cfg)
 
 
 def train(cfg: DictConfig, run) -> RunResult:
@@ -64,6 +52,10 @@ def train(cfg: DictConfig, run) -> RunResult:
         check_compatible(load_checkpoint(cfg.ckpt_path), cfg.ckpt_path, module.run_info["model"],
                          parts.model.input_shape, parts.model.output_shape)
     guards = [FiniteLoss(), SaveOnInterrupt(run.path / "checkpoints")]
+    if cfg.get("resume"):
+        from aelab.resume import RebaseCheckpointPaths
+
+        guards.append(RebaseCheckpointPaths())  # a copied or moved run's checkpoint names its old folder
     trainer = build_trainer(cfg, build_callbacks(cfg.get("callbacks"), parts.model) + guards)
     if trainer.logger is not None and not cfg.get("resume"):
         # HPARAMS session start, experiment summary, CUSTOM SCALARS layout; run_app ends the session with its status
