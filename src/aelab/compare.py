@@ -21,6 +21,7 @@ from pathlib import Path
 
 import yaml
 
+from aelab.cli import entry
 from aelab.runs import read_json
 from aelab.terms import Term, metric_names, read_terms
 
@@ -342,6 +343,7 @@ def compare(sweep_dir: Path, metric: str | None = None, mode: str | None = None,
             "table": text_table(header, rows), "problems": issues, "files": files}
 
 
+@entry("aelab-compare")
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="aelab-compare", description=__doc__.split("\n\n")[0])
     parser.add_argument("sweep_dir", type=Path, help="a multirun directory (or any folder holding run directories)")

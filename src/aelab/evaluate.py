@@ -13,7 +13,9 @@ from typing import TYPE_CHECKING
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from aelab.cli import entry
 from aelab.config import CONFIG_PATH, log_through_hydra
+from aelab.errors import ConfigError
 
 if TYPE_CHECKING:  # the heavy imports wait until a run starts, so --help and config errors stay fast
     from aelab.build import RunResult
@@ -41,6 +43,9 @@ def evaluate(cfg: DictConfig, run) -> RunResult:
     from aelab.errors import CheckpointError
     from aelab.module import AutoencoderModule
 
+    if OmegaConf.is_missing(cfg, "ckpt_path"):
+        raise ConfigError("ckpt_path is required: aelab-eval ckpt_path=RUN/checkpoints/best.ckpt (a file that "
+                          "aelab-train wrote)")
     ckpt = load_checkpoint(cfg.ckpt_path)
     cfg = eval_config(cfg, ckpt["aelab"])
     parts = build_parts(cfg)
@@ -72,14 +77,14 @@ def app(cfg: DictConfig) -> float | None:
 MODEL_OVERRIDE = re.compile(r"^(~|\+\+|\+)?model([.@=]|$)")
 
 
+@entry("aelab-eval", config_name="eval")
 def main() -> None:
     """aelab-eval; a model override is refused before Hydra composes eval.yaml, which has no model group and would
     answer "Could not override 'model'. No match in the defaults list"."""
     for arg in sys.argv[1:]:
         if MODEL_OVERRIDE.match(arg):
-            print(f"aelab-eval: error: {arg}: the model comes from the checkpoint (ckpt_path); aelab-eval takes "
-                  "data=, corruption=, seed=, trainer= and callbacks=", file=sys.stderr)
-            raise SystemExit(1)
+            raise ConfigError(f"{arg}: the model comes from the checkpoint (ckpt_path); aelab-eval takes data=, "
+                              "corruption=, seed=, trainer= and callbacks=")
     app()
 
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import hydra
 from omegaconf import DictConfig
 
+from aelab.cli import entry
 from aelab.config import CONFIG_PATH, log_through_hydra
 
 if TYPE_CHECKING:  # the heavy imports wait until a run starts, so --help and config errors stay fast
@@ -73,13 +74,19 @@ def train(cfg: DictConfig, run) -> RunResult:
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")
-def main(cfg: DictConfig) -> float | None:
+def app(cfg: DictConfig) -> float | None:
     from aelab.perf import tune_malloc
     from aelab.runs import run_app
 
     log_through_hydra()  # each Lightning message once, on the console and in train.log
     tune_malloc()  # glibc malloc settings that speed up training (AELAB_NO_MALLOC_TUNING=1 opts out)
     return run_app(train, cfg, "aelab-train", prepare=resume_config if cfg.get("resume") else None)
+
+
+@entry("aelab-train", config_name="train")
+def main() -> None:
+    """aelab-train: Hydra's own errors (an unknown key, an unreadable override...) end in one line, as ours do."""
+    app()
 
 
 if __name__ == "__main__":
