@@ -89,3 +89,25 @@ def test_attached_trainer_is_none_outside_fit_and_the_trainer_inside():
     t = trainer(max_epochs=1, limit_train_batches=1)
     t.fit(module, loader(2))
     assert seen == [t]
+
+
+def test_job_error_reads_what_a_failed_hydra_job_raised():
+    from hydra.core.utils import JobReturn, JobStatus
+
+    from aelab.adapters import job_error
+
+    error = ValueError("boom")
+    ret = JobReturn(overrides=["x=1"], status=JobStatus.FAILED, _return_value=error)
+    assert job_error(ret) is error
+
+
+def test_optuna_sweeper_keeps_its_implementation_as_sweeper():
+    from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl
+    from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
+
+    from aelab.adapters import optuna_sweeper_impl
+
+    sweeper = OptunaSweeper.__new__(OptunaSweeper)
+    sweeper.sweeper = OptunaSweeperImpl.__new__(OptunaSweeperImpl)
+    assert optuna_sweeper_impl(sweeper) is sweeper.sweeper
+    assert "self.sweeper" in __import__("inspect").getsource(OptunaSweeper.__init__)  # where the plugin sets it

@@ -19,6 +19,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from aelab import perf
+from aelab.callbacks import progress
+from aelab.models import compiled as compiled_module
 from aelab.config import REPO_ROOT
 from aelab.corruptions import Identity
 from aelab.errors import ConfigError
@@ -150,7 +152,7 @@ def test_model_compile_option_is_stripped_and_applied(monkeypatch):
     from aelab.build import build_parts
 
     compiled = []
-    monkeypatch.setattr(perf, "compile_model", lambda model, mode: compiled.append((model, mode)) or model)
+    monkeypatch.setattr(compiled_module, "compile_model", lambda model, mode: compiled.append((model, mode)) or model)
     parts = build_parts(compose_cfg(["+model.compile=true"], output_dir=None))
     assert compiled == [(parts.model, "default")]
     parts = build_parts(compose_cfg(["+model.compile=reduce-overhead"], output_dir=None))
@@ -168,7 +170,7 @@ def test_model_compile_rejects_unknown_modes():
         build_parts(compose_cfg(["+model.compile=fast"], output_dir=None))
 
 
-@pytest.mark.parametrize("overrides, refresh", [([], perf.PROGRESS_BAR_REFRESH_RATE), (["trainer=debug"], None)])
+@pytest.mark.parametrize("overrides, refresh", [([], progress.PROGRESS_BAR_REFRESH_RATE), (["trainer=debug"], None)])
 def test_progress_bar_refreshes_every_few_batches(overrides, refresh, tmp_path):
     from lightning.pytorch.callbacks import TQDMProgressBar
 
@@ -223,11 +225,11 @@ def test_training_steps_read_no_tensor_between_log_steps(data_dir):
     spy = ScalarReads(first=2, last=30)
     trainer = L.Trainer(accelerator="cpu", max_epochs=1, limit_train_batches=32, limit_val_batches=1,
                         log_every_n_steps=50, logger=False, enable_checkpointing=False, enable_model_summary=False,
-                        callbacks=perf.with_progress_bar([spy], enabled=False))
+                        callbacks=progress.with_progress_bar([spy], enabled=False))
     trainer.fit(module, datamodule=dm)
     assert spy.reads == []
     # the train loss still reaches the progress bar: aelab's bar reads it when it redraws
-    bar = perf.LossProgressBar()
+    bar = progress.LossProgressBar()
     assert bar.get_metrics(trainer, module)["train/loss"] == pytest.approx(
         trainer.callback_metrics["train/loss"].item())
     assert "train/loss" not in trainer.progress_bar_metrics  # not via Lightning's per-batch prog_bar conversion

@@ -246,3 +246,15 @@ def test_a_null_total_steps_is_filled_with_the_run_length():
     assert with_run_length(None, lambda: 12.0) is None
     with pytest.raises(ConfigError, match="total_steps=null needs a run of known length"):
         with_run_length(one_cycle, lambda: float("inf"))
+
+
+def test_a_checkpoint_recording_the_retired_scheduler_interval_still_loads(tmp_path):
+    """model.scheduler_interval became scheduler.interval: a checkpoint written before records it in its model
+    config, and aelab-eval would refuse it as an unknown key; loading drops it."""
+    from aelab.checkpoints import load_checkpoint
+
+    path = tmp_path / "old.ckpt"
+    torch.save({"state_dict": {}, "aelab": {"model": {"_target_": "aelab.models.ae_resnet.ResNetAutoencoder",
+                                                      "latent_dim": 8, "scheduler_interval": "step"}}}, path)
+    assert load_checkpoint(path)["aelab"]["model"] == {"_target_": "aelab.models.ae_resnet.ResNetAutoencoder",
+                                                       "latent_dim": 8}

@@ -132,7 +132,7 @@ def aelab_train(overrides: list[str], work: Path, name: str, extra_callbacks: di
     RunResult: metrics, parts, module and trainer, whose callbacks the rows read)."""
     from omegaconf import open_dict
 
-    from aelab.perf import Throughput
+    from aelab.callbacks import Throughput
     from aelab.runs import RunDir
     from aelab.train import train
 

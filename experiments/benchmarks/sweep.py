@@ -21,7 +21,7 @@ def bench_sweep(report: Report, sizes: Sizes, work: Path) -> None:
     grid = ["optimizer.lr=1e-3,2e-3", "corruption=none,gaussian_noise"]
     common = [*grid, "trainer.max_epochs=1", f"++trainer.limit_train_batches={sizes.sweep_batches}",
               "++trainer.limit_val_batches=2", "test=false", "trainer.enable_progress_bar=false",
-              "trainer.enable_model_summary=false", "+callbacks.throughput._target_=aelab.perf.Throughput",
+              "trainer.enable_model_summary=false", "+callbacks.throughput._target_=aelab.callbacks.Throughput",
               "+callbacks.throughput.out=${paths.output_dir}/throughput.json",
               f"+callbacks.throughput.warmup_batches={sizes.warmup}"]
     if sizes.tiny:

@@ -40,3 +40,15 @@ def wrapped_attribute(owner: Any, name: str, wrap: Callable[[Any], Any]) -> Iter
         yield
     finally:
         setattr(owner, name, original)
+
+
+def job_error(job_return) -> object:
+    """What a failed Hydra job raised: JobReturn keeps it in the private `_return_value` (its public `return_value`
+    re-raises it)."""
+    return getattr(job_return, "_return_value", None)
+
+
+def optuna_sweeper_impl(sweeper):
+    """hydra-optuna-sweeper's OptunaSweeper delegates to the implementation object it keeps as `sweeper` (its
+    launcher, sweep_dir and sweep()); the attribute is undocumented."""
+    return sweeper.sweeper

@@ -94,21 +94,22 @@ def build_parts(cfg: DictConfig, model_cfg: DictConfig | None = None) -> Parts:
     datamodule: ImageDataModule = make(cfg.data, "data")
     spec = datamodule.spec
     model_cfg = model_cfg if model_cfg is not None else cfg.model
-    from aelab import perf
+    from aelab.models import compiled
 
-    mode = perf.compile_mode(model_cfg.get("compile"))  # +model.compile=true|<mode>: torch.compile
+    mode = compiled.compile_mode(model_cfg.get("compile"))  # +model.compile=true|<mode>: torch.compile
     if "compile" in model_cfg:
         model_cfg = {k: v for k, v in model_cfg.items() if k != "compile"}
     model = make(model_cfg, "model", input_shape=corruption.output_shape(spec.shape), output_shape=spec.shape,
                  num_classes=spec.num_classes)
     if mode:
-        perf.compile_model(model, mode)
+        compiled.compile_model(model, mode)
     datamodule.setup("fit")
     return Parts(datamodule, corruption, model)
 
 
 def build_trainer(cfg: DictConfig, callbacks: list[L.Callback] | None = None) -> L.Trainer:
-    from aelab.perf import skip_nan_fill, with_progress_bar
+    from aelab.callbacks.progress import with_progress_bar
+    from aelab.perf import skip_nan_fill
 
     logger = make(cfg.logger, "logger") if cfg.get("logger") else False
     callbacks = with_progress_bar(callbacks or [], cfg.trainer.get("enable_progress_bar", True))

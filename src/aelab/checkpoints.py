@@ -9,6 +9,10 @@ import torch
 
 from aelab.errors import CheckpointError
 
+# Keys that left the model's config: how often a scheduler steps is the scheduler's (scheduler.interval, aelab.optim).
+# A checkpoint that still records them evaluates without them; training them again takes the new key.
+RETIRED_MODEL_KEYS = ("scheduler_interval",)
+
 
 def load_checkpoint(path: str | Path) -> dict:
     """A Lightning checkpoint written by aelab-train; anything else is refused with a one-line reason."""
@@ -24,6 +28,9 @@ def load_checkpoint(path: str | Path) -> dict:
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "aelab" not in ckpt:
         raise CheckpointError(f"ckpt_path={path}: not an aelab checkpoint (it has no 'aelab' record); "
                               "use a checkpoints/*.ckpt file written by aelab-train")
+    model = ckpt["aelab"].get("model")
+    if isinstance(model, dict):
+        ckpt["aelab"]["model"] = {k: v for k, v in model.items() if k not in RETIRED_MODEL_KEYS}
     return ckpt
 
 

@@ -22,19 +22,13 @@ from pathlib import Path
 import yaml
 
 from aelab.cli import entry
+from aelab.overrides import as_dict as parse_overrides, is_sweep
 from aelab.runs import read_json
 from aelab.terms import Term, metric_names, read_terms
 
 SKIP_DIRS = {"tensorboard", "checkpoints", "compare", "__pycache__"}
 # besides the sorting metric, when present; then the test value of every term the jobs' models declare
 SHOWN_METRICS = ("val/loss", "test/loss", "test/psnr", "test/ssim")
-SWEEP_FUNCTIONS = re.compile(r"^(range|choice|glob|interval|tag|sort|shuffle)\(")
-NESTED = re.compile(r"\[[^\]]*\]|\{[^}]*\}|'[^']*'|\"[^\"]*\"")  # lists, dicts, quoted strings
-
-
-def is_sweep(value: str) -> bool:
-    """Hydra sweep syntax: a,b,c or range(...)/choice(...)/glob(...)/interval(...); [1,2] is one value."""
-    return bool(SWEEP_FUNCTIONS.match(value)) or "," in NESTED.sub("", value)
 
 
 @dataclass
@@ -50,19 +44,6 @@ class Job:
     def value(self, metric: str) -> float | None:
         v = self.metrics.get(metric)
         return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
-
-
-def parse_overrides(lines: list[str]) -> dict[str, str]:
-    """["model=vae_conv", "+x.y=1", "~z"] -> {"model": "vae_conv", "x.y": "1", "z": "<deleted>"}."""
-    out = {}
-    for line in lines or []:
-        line = str(line)
-        if line.startswith("~"):
-            out[line[1:].split("=", 1)[0]] = "<deleted>"
-            continue
-        key, _, value = line.lstrip("+").partition("=")
-        out[key] = value
-    return out
 
 
 def _read_yaml(path: Path):

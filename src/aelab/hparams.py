@@ -34,6 +34,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from aelab.overrides import parse as parse_overrides, typed
 from aelab.tb_summaries import STATUS, experiment_pb, layout_pb, session_end_pb, session_start_pb, write_summaries
 
 # Metric columns, in this order (the first five are shown): the optimised metric, then the measures every model
@@ -110,19 +111,6 @@ def hparam_dict(cfg: DictConfig, choices: dict | None = None) -> dict:
     return params
 
 
-def _parse(lines) -> list:
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    parser = OverridesParser.create()
-    out = []
-    for line in lines or []:
-        try:
-            out.extend(parser.parse_overrides([str(line)]))
-        except Exception:  # noqa: BLE001 - a line Hydra itself accepted, in a form this parser refuses: skip it
-            continue
-    return out
-
-
 def _read_multirun(hydra_cfg) -> DictConfig | None:
     try:
         return OmegaConf.load(Path(str(hydra_cfg.sweep.dir)) / "multirun.yaml")
@@ -149,7 +137,7 @@ def swept(hydra_cfg, own_keys: list[str]) -> tuple[list[str], dict[str, list]]:
     keys, domains = set(), {}
     recorded = _read_multirun(hydra_cfg)
     lines = OmegaConf.select(recorded, "hydra.overrides.task", default=None) if recorded is not None else None
-    for override in _parse(lines):
+    for override in parse_overrides(lines):
         if override.is_sweep_override():
             keys.add(override.key_or_group)
             values = _sweep_values(override)
@@ -173,7 +161,7 @@ def describe(cfg: DictConfig, hydra_cfg=None, model=None) -> Session:
     building it: no code size, the terms its class declares)."""
     choices = dict(hydra_cfg.runtime.choices) if hydra_cfg is not None else {}
     task = OmegaConf.select(hydra_cfg, "overrides.task", default=None) if hydra_cfg is not None else None
-    overrides = [o for o in _parse(task) if is_hparam(o.key_or_group) and not o.is_delete()]
+    overrides = [o for o in parse_overrides(task) if is_hparam(o.key_or_group) and not o.is_delete()]
     try:
         params = hparam_dict(cfg, choices)
     except Exception:  # noqa: BLE001 - an unresolvable config: keep what can be read
@@ -181,7 +169,7 @@ def describe(cfg: DictConfig, hydra_cfg=None, model=None) -> Session:
     own: dict[str, str] = {}  # key -> the override as typed for this run
     for o in overrides:
         key = o.key_or_group
-        own[key] = str(o.input_line).lstrip("+").split("=", 1)[-1] if o.input_line else str(o.value())
+        own[key] = typed(o)
         if key in choices:
             params[key] = _choice(choices, key)
         else:

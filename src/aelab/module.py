@@ -207,7 +207,7 @@ class AutoencoderModule(L.LightningModule):
     def _log_train(self, terms, batch: Batch, batch_idx: int, n: int) -> None:
         """Every step: the logged terms stacked on their device for the epoch means (one kernel, no read); on the
         steps Lightning writes (trainer.log_every_n_steps): train/<term>_step, and train/loss for the progress bar
-        (aelab.perf.LossProgressBar; not prog_bar, which Lightning reads after every batch: a GPU sync). Each
+        (aelab.callbacks.progress.LossProgressBar; not prog_bar, which Lightning reads after every batch: a GPU sync). Each
         self.log costs about a millisecond of Python, 5-10% of a small model's CPU step, so none runs on the
         other steps. On sampled steps: PSNR/SSIM and per-pixel BCE/MSE, epoch means over the sampled batches."""
         values = terms.logged()

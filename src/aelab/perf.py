@@ -1,4 +1,5 @@
-"""Process-level performance settings applied at the start of aelab-train / aelab-eval.
+"""Process-level performance settings applied at the start of aelab-train / aelab-eval: glibc's malloc thresholds
+and torch's NaN fill of new tensors under deterministic algorithms.
 
 glibc's malloc returns freed memory to the kernel eagerly: blocks above the mmap threshold are mmap'd and munmap'd
 on every allocation, and the top of the heap is trimmed as soon as it exceeds the trim threshold. A training step
@@ -11,17 +12,10 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import json
 import os
 import platform
-import time
-from pathlib import Path
 
-import lightning as L
 import torch
-from lightning.pytorch.callbacks import ProgressBar, TQDMProgressBar
-
-from aelab.errors import ConfigError, check
 
 OPT_OUT_ENV = "AELAB_NO_MALLOC_TUNING"
 
@@ -72,112 +66,8 @@ def tune_malloc(mmap_threshold: int = MMAP_THRESHOLD, trim_threshold: int = TRIM
     return dict(applied)
 
 
-def _sync(device) -> None:
-    if getattr(device, "type", None) == "cuda":
-        torch.cuda.synchronize(device)  # GPU work is asynchronous: wait for it before reading the clock
-
-
-class Throughput(L.Callback):
-    """Lightning callback measuring training images/s: from the end of batch `warmup_batches - 1` to the end of the
-    epoch's last training batch (data loading, step, logging and metrics included; validation excluded), summed over
-    epochs. `result()` gives {"images", "seconds", "images_per_s"}; with `out`, it is also written there as JSON
-    (for runs in another process: sweeps, benchmarks). clock="process" counts this process's CPU seconds instead of
-    wall seconds: with one torch thread, that stays meaningful on a machine other processes share."""
-
-    def __init__(self, warmup_batches: int = 5, out: str | None = None, clock: str = "wall"):
-        check(clock in ("wall", "process"), f"Throughput clock={clock!r} is not one of ['wall', 'process']")
-        self.warmup_batches, self.out = max(1, int(warmup_batches)), out
-        self._clock = time.perf_counter if clock == "wall" else time.process_time
-        self.images, self.seconds = 0, 0.0
-        self._start: float | None = None
-
-    def on_train_epoch_start(self, trainer, module) -> None:
-        self._start = None
-
-    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
-        if batch_idx == self.warmup_batches - 1:
-            _sync(module.device)
-            self._start, self._n = self._clock(), 0
-        elif self._start is not None:
-            self._n += len(batch[-1])  # raw batches are (images, labels)
-            if batch_idx == trainer.num_training_batches - 1:
-                _sync(module.device)
-                self.images += self._n
-                self.seconds += self._clock() - self._start
-                self._start = None
-
-    def result(self) -> dict:
-        rate = self.images / self.seconds if self.seconds > 0 else float("nan")
-        return {"images": self.images, "seconds": self.seconds, "images_per_s": rate}
-
-    def on_fit_end(self, trainer, module) -> None:
-        if self.out:
-            Path(self.out).parent.mkdir(parents=True, exist_ok=True)
-            Path(self.out).write_text(json.dumps(self.result()))
-
-
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-
-
-def compile_mode(value) -> str | None:
-    """model.compile: false (default), true (torch.compile's default mode) or one of torch.compile's modes
-    ("reduce-overhead" replays each submodule's kernels as a CUDA graph; on the lesson's small model it gained
-    nothing on an H100: experiments/benchmarks/RESULTS-gpu.md)."""
-    if value is None or value is False:
-        return None
-    if value is True:
-        return "default"
-    if value not in COMPILE_MODES:
-        raise ConfigError(f"model.compile must be true, false or one of {', '.join(COMPILE_MODES)}, got {value!r}")
-    return value
-
-
-def compile_model(model: torch.nn.Module, mode: str = "default") -> torch.nn.Module:
-    """torch.compile every direct submodule (encoder, decoder, ...) in place. Training calls `model.loss`, not
-    `forward`, so compiling the model's forward alone would change nothing; in-place compilation keeps the
-    state_dict keys, so checkpoints load into uncompiled models."""
-    for child in model.children():
-        child.compile(mode=mode)
-    return model
-
-
 def skip_nan_fill() -> None:
     """trainer.deterministic also makes torch fill every new tensor with NaN (to expose reads of uninitialised
     memory). Correct code never reads it, torch's documentation suggests turning the fill off for speed, and
     results stay bit-for-bit deterministic; the fill cost ~4% of a small conv model's CPU step."""
     torch.utils.deterministic.fill_uninitialized_memory = False
-
-
-PROGRESS_BAR_REFRESH_RATE = 10  # batches between redraws: still several a second
-
-
-class LossProgressBar(TQDMProgressBar):
-    """Shows train/loss, read only when the bar redraws. Lightning turns every prog_bar value into a Python number
-    after every batch, which on a GPU makes the CPU wait for each step to finish instead of queueing the next (a
-    sync per step), so the module logs train/loss without prog_bar and the bar reads it here, every redraw."""
-
-    def get_metrics(self, trainer, pl_module) -> dict:
-        metrics = super().get_metrics(trainer, pl_module)
-        loss = trainer.callback_metrics.get("train/loss")
-        if loss is not None:
-            metrics["train/loss"] = loss.item()
-        return metrics
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        """One redraw per update: Lightning's bar redraws for the new count and again for the new metrics (every
-        line twice in a log that captures stdout); here the metrics are set without a redraw and the count draws both."""
-        bar, n = self.train_progress_bar, batch_idx + 1
-        if not self.is_enabled or not (n % self.refresh_rate == 0 or n == bar.total):
-            return
-        bar.set_postfix(self.get_metrics(trainer, pl_module), refresh=False)
-        bar.n = n
-        bar.refresh()
-
-
-def with_progress_bar(callbacks: list, enabled: bool) -> list:
-    """Lightning's default TQDM bar recomputes its metrics and redraws after every batch, ~2.5% of a small model's
-    CPU step; a bar that refreshes every 10th batch looks the same. A progress bar the caller passed is kept."""
-    callbacks = list(callbacks)
-    if enabled and not any(isinstance(c, ProgressBar) for c in callbacks):
-        callbacks.append(LossProgressBar(refresh_rate=PROGRESS_BAR_REFRESH_RATE))
-    return callbacks

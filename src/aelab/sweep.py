@@ -17,7 +17,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, open_dict
 
-from aelab.adapters import wrapped_attribute
+from aelab.adapters import job_error, optuna_sweeper_impl, wrapped_attribute
 
 log = logging.getLogger("aelab")
 
@@ -142,7 +142,7 @@ def _nan_for_failed(launch):
         returns = launch(job_overrides, initial_job_idx)
         for ret in returns:
             if ret.status != JobStatus.COMPLETED:
-                log.error("optuna job %s raised %r", ret.overrides, ret._return_value)
+                log.error("optuna job %s raised %r", ret.overrides, job_error(ret))
                 ret.status, ret.return_value = JobStatus.COMPLETED, float("nan")
             elif ret.return_value is None:
                 ret.return_value = float("nan")
@@ -169,7 +169,7 @@ class OptunaSweeper(_OptunaSweeper):  # type: ignore[misc,valid-type]
     def sweep(self, arguments: list[str]) -> None:
         import optuna
 
-        impl = self.sweeper
+        impl = optuna_sweeper_impl(self)
         impl.launcher.launch = _nan_for_failed(impl.launcher.launch)
         tolerant = lambda create: lambda *a, **k: _failure_tolerant(create(*a, **k))  # noqa: E731
         with wrapped_attribute(optuna, "create_study", tolerant):

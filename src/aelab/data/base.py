@@ -34,10 +34,6 @@ class DataSpec:
     num_classes: int | None
     class_names: tuple[str, ...] | None = None
 
-    @property
-    def channels(self) -> int:
-        return self.shape[0]
-
 
 @dataclass
 class Split:
