@@ -98,8 +98,8 @@ class AutoencoderModule(L.LightningModule):
         s = derive_seed(self.seed, "train", self.current_epoch, batch_idx)
         self._reseed("train", s)
         # Only the generators this run draws from: torch.manual_seed would also queue lazy seeds for every backend
-        # not in use (CUDA on a CPU run, XPU and MTIA everywhere), each with a formatted stack trace: ~5% of a small
-        # model's CPU step, 2.7 ms of a 16 ms step on an H100 (cProfile).
+        # not in use (CUDA on a CPU run, XPU and MTIA everywhere), each with a formatted stack trace, a visible share
+        # of a small model's step.
         torch.default_generator.manual_seed(s)
         if self.device.type != "cpu":
             getattr(torch, self.device.type).manual_seed(s)  # torch.cuda.manual_seed: this device, at once
@@ -157,8 +157,8 @@ class AutoencoderModule(L.LightningModule):
 
     def _train_log_due(self, batch_idx: int) -> bool:
         """Whether Lightning writes this training step's values to the logger (every trainer.log_every_n_steps).
-        Each self.log costs about a millisecond of Python, 5-10% of a small model's CPU step, so training terms
-        are only logged on those steps, and on each epoch's first batch for the progress bar."""
+        Each self.log is a visible share of a small model's CPU step in Python, so training terms are only logged
+        on those steps, and on each epoch's first batch for the progress bar."""
         trainer = attached_trainer(self)
         if trainer is None or batch_idx == 0 or trainer.fast_dev_run:
             return True
@@ -207,9 +207,8 @@ class AutoencoderModule(L.LightningModule):
     def _log_train(self, terms, batch: Batch, batch_idx: int, n: int) -> None:
         """Every step: the logged terms stacked on their device for the epoch means (one kernel, no read); on the
         steps Lightning writes (trainer.log_every_n_steps): train/<term>_step, and train/loss for the progress bar
-        (aelab.callbacks.progress.LossProgressBar; not prog_bar, which Lightning reads after every batch: a GPU sync). Each
-        self.log costs about a millisecond of Python, 5-10% of a small model's CPU step, so none runs on the
-        other steps. On sampled steps: PSNR/SSIM and per-pixel BCE/MSE, epoch means over the sampled batches."""
+        (aelab.callbacks.progress.LossProgressBar; not prog_bar, which Lightning reads after every batch: a GPU
+        sync). No self.log runs on the other steps (see _train_log_due). On sampled steps: PSNR/SSIM and per-pixel BCE/MSE, epoch means over the sampled batches."""
         values = terms.logged()
         with torch.no_grad():
             stacked = torch.stack([v.detach().float() for v in values.values()])

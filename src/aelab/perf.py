@@ -69,5 +69,5 @@ def tune_malloc(mmap_threshold: int = MMAP_THRESHOLD, trim_threshold: int = TRIM
 def skip_nan_fill() -> None:
     """trainer.deterministic also makes torch fill every new tensor with NaN (to expose reads of uninitialised
     memory). Correct code never reads it, torch's documentation suggests turning the fill off for speed, and
-    results stay bit-for-bit deterministic; the fill cost ~4% of a small conv model's CPU step."""
+    results stay bit-for-bit deterministic; the fill is a visible share of a small conv model's CPU step."""
     torch.utils.deterministic.fill_uninitialized_memory = False

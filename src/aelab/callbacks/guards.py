@@ -24,7 +24,7 @@ class FiniteLoss(L.Callback):
     accelerator the losses are kept as they are and read together every `check_every` steps (default: every step
     on the CPU, where reading costs nothing, 50 elsewhere), at each epoch end and before any checkpoint is written;
     the error names the first bad step. (What a per-step read costs: experiments/benchmarks/RESULTS-gpu.md, row
-    "loss read every step": about 10% of an epoch of the lesson's model on an H100.)
+    "loss read every step".)
     """
 
     def __init__(self, check_every: int | None = None):

@@ -31,8 +31,8 @@ class LossProgressBar(TQDMProgressBar):
 
 
 def with_progress_bar(callbacks: list, enabled: bool) -> list:
-    """Lightning's default TQDM bar recomputes its metrics and redraws after every batch, ~2.5% of a small model's
-    CPU step; a bar that refreshes every 10th batch looks the same. A progress bar the caller passed is kept."""
+    """Lightning's default TQDM bar recomputes its metrics and redraws after every batch, a visible share of a small
+    model's CPU step; a bar that refreshes every 10th batch looks the same. A progress bar the caller passed is kept."""
     callbacks = list(callbacks)
     if enabled and not any(isinstance(c, ProgressBar) for c in callbacks):
         callbacks.append(LossProgressBar(refresh_rate=PROGRESS_BAR_REFRESH_RATE))

@@ -11,8 +11,8 @@ COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-
 
 def compile_mode(value) -> str | None:
     """model.compile: false (default), true (torch.compile's default mode) or one of torch.compile's modes
-    ("reduce-overhead" replays each submodule's kernels as a CUDA graph; on the lesson's small model it gained
-    nothing on an H100: experiments/benchmarks/RESULTS-gpu.md)."""
+    ("reduce-overhead" replays each submodule's kernels as a CUDA graph; what it gains on the lesson's model:
+    experiments/benchmarks/RESULTS-gpu.md)."""
     if value is None or value is False:
         return None
     if value is True:

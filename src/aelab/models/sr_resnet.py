@@ -14,7 +14,7 @@ beat.
 `consistency: area` knows the degradation: area downsampling averages f x f blocks, so the clean image is one of
 the images whose block means are the input. Projecting the output onto that set (adding the nearest-upsampled
 difference between the input and the output's block means) is an orthogonal projection onto a set holding the
-target, so it can only reduce the error; on MNIST x2 it lifts plain bicubic from 20.6 to 21.7 dB. Use it only with
+target, so it can only reduce the error. Use it only with
 corruption.downsample.mode=area.
 
 `self_ensemble: true` is EDSR+'s geometric self-ensemble: at evaluation (never in training) the output is the mean of
@@ -146,9 +146,8 @@ class SRResNet(Autoencoder):
         Why pixel is the default: PSNR is a pixel-space error, and what SR adds to an interpolation of a natural
         image (edges, texture) is a small, roughly linear correction in pixel space; in logit space the same
         correction is scaled by 1 / (p (1 - p)), and sigmoid flattens the l1 / mse gradient near black and white.
-        On MNIST, though, most pixels are exactly 0 or 1 and the logit form gets there by saturating: there it
-        trains as well or better (a 120-step probe at lr 2e-3: 27.1 dB pixel+l1, 27.3 dB logit+mse, 26.7 dB
-        pixel+mse), so the MNIST preset uses it. With recon_loss=bce use residual=logit.
+        On MNIST, though, most pixels are exactly 0 or 1 and the logit form gets there by saturating, so the MNIST
+        preset uses it. With recon_loss=bce use residual=logit.
         """
         return torch.logit(self.image(z).clamp(EPS, 1 - EPS))
 
