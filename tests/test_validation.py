@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import pytest
 import torch
+from annotated_types import Ge, Le
 from omegaconf import OmegaConf
 
 from aelab.errors import ConfigError
-from aelab.types import Fraction, NonNegativeFloat, PositiveInt, Probability
-from aelab.validation import annotations_of, check_values, describe
+from aelab.types import Fraction, NonNegativeFloat, PositiveInt
+from aelab.validation import _hints, check_values, describe
+
+Probability = Annotated[float, Ge(0), Le(1)]  # a closed interval, beside Fraction's open one
 
 
 class Base:
@@ -102,6 +105,12 @@ def test_omegaconf_containers_pass_and_interpolations_resolve():
     with pytest.raises(ConfigError, match=r"^model\.widths=\[4, 0\] is not allowed"):
         check_values(Child, cfg, "model")
     check_values(Child, {"widths": OmegaConf.create([1, 2]), "latent": None}, "model")
+
+
+def annotations_of(target):
+    """What check_values reads: the annotated keyword parameters, None when a **kwargs chain cannot be followed."""
+    hints, complete = _hints(target)
+    return dict(hints) if complete else None
 
 
 def test_annotations_follow_kwargs_up_the_bases():

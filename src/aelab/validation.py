@@ -69,13 +69,6 @@ def _resolve(fn) -> dict[str, Any]:
         return out
 
 
-def annotations_of(target) -> dict[str, Any] | None:
-    """Annotated keyword parameters of a class (following **kwargs up its bases, as build.accepted_keys does) or a
-    function; None when the chain ends in a **kwargs that cannot be followed (any key may then be accepted)."""
-    hints, complete = _hints(target)
-    return dict(hints) if complete else None
-
-
 def _prepare(tp):
     """The annotation with strict scalars inside lax containers; None when a config value cannot be what it names."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)
@@ -196,7 +189,6 @@ SCHEDULER_RANGES = {"gamma": _POSITIVE, "factor": ("in (0, 1)", lambda v: 0 < v 
                     "div_factor": _POSITIVE, "final_div_factor": _POSITIVE, "threshold": _NON_NEGATIVE,
                     "base_momentum": _OPEN_UNIT, "max_momentum": _OPEN_UNIT}
 SCHEDULER_COUNTS = {"patience": 0, "cooldown": 0, "step_size": 1, "T_max": 1, "T_0": 1, "total_steps": 1}
-SCHEDULER_OWN_KEYS = ("interval", "monitor")  # aelab's own keys of the scheduler node, not the scheduler's
 _HYDRA_KEYS = ("_target_", "_partial_", "_convert_", "_recursive_", "_args_")
 
 
@@ -229,7 +221,9 @@ def check_optimization(optimizer: Mapping | None, scheduler: Mapping | None) -> 
         if values.get("_partial_") is not True:
             raise ConfigError(f"{what}._partial_={values.get('_partial_')!r} is not allowed: expected true (aelab "
                               f"passes the {passed})")
-        own = SCHEDULER_OWN_KEYS if what == "scheduler" else ()
+        from aelab.optim import OWN_KEYS  # aelab's own keys of the scheduler node, not the scheduler's
+
+        own = OWN_KEYS if what == "scheduler" else ()
         keys = {k: v for k, v in values.items() if k not in _HYDRA_KEYS and k not in own}
         _check_keys(target, keys, what, passed)
         for key, value in keys.items():
