@@ -24,7 +24,7 @@ from conftest import read_events, run_app_inprocess
 
 BIN = Path(sys.executable).parent
 QUICK = ["callbacks=none", "test=false"]  # no figures, grids or checkpoints: training logs only
-LRS = {"0.001": "STATUS_SUCCESS", "0.003": "STATUS_SUCCESS", "-1": "STATUS_FAILURE"}  # Adam refuses lr=-1
+LRS = {"0.001": "STATUS_SUCCESS", "0.003": "STATUS_SUCCESS", "-1": "STATUS_FAILURE"}  # aelab refuses lr=-1
 ALL_STATUSES = ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"]
 
 

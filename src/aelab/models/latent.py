@@ -1,7 +1,10 @@
-"""Gaussian latent layers: draws, the KL against a Gaussian prior, and the KL regulariser a VAE's objective applies to
-each of its latent layers (weight, warm-up, free bits). One implementation each, shared by every VAE family."""
+"""Latent layers: Gaussian draws and densities, the KL against a Gaussian prior, the KL regulariser a VAE's objective
+applies to each of its latent layers (weight, warm-up, free bits), and the MMD that matches codes to a prior without
+a KL (WAE, InfoVAE). One implementation each, shared by every family."""
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -66,3 +69,32 @@ class KLRegulariser:
         # free bits act on the batch-averaged KL of each dimension
         kl_opt = kl_per_dim.mean(0).clamp(min=self.free_bits).sum() if self.free_bits > 0 else kl
         return kl, self.weight(step) * kl_opt
+
+
+def log_normal(z: torch.Tensor, mean: torch.Tensor | float = 0.0, log_var: torch.Tensor | float = 0.0) -> torch.Tensor:
+    """log N(z; mean, exp(log_var)) summed over the last dimension, in nats (2*pi included: densities of different
+    priors compare)."""
+    log_var = torch.as_tensor(log_var, dtype=z.dtype, device=z.device)
+    return -0.5 * (math.log(2 * math.pi) + log_var + (z - mean).square() / log_var.exp()).sum(-1)
+
+
+# The inverse-multiquadratic kernel's scales, as multiples of C = 2 * dim (the prior's 2 d sigma^2 with sigma = 1):
+# Tolstikhin et al. (2018) sum the kernel over this range so that codes far from and close to the prior both
+# see a gradient.
+IMQ_SCALES = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
+
+
+def mmd(x: torch.Tensor, y: torch.Tensor, kernel: str = "imq") -> torch.Tensor:
+    """Unbiased estimate of the squared maximum mean discrepancy between the samples x [n, d] and y [m, d]:
+    mean k(x, x') + mean k(y, y') - 2 mean k(x, y), the diagonals left out. kernel "imq": sum over IMQ_SCALES of
+    C / (C + |a - b|^2), C = 2 d s (WAE-MMD); "rbf": exp(-|a - b|^2 / (2 d)) (InfoVAE)."""
+    n, m, d = len(x), len(y), x.shape[1]
+    both = torch.cat([x, y])
+    sq = torch.cdist(both, both).square()
+    if kernel == "imq":
+        k = sum(2 * d * s / (2 * d * s + sq) for s in IMQ_SCALES)
+    else:
+        k = torch.exp(-sq / (2 * d))
+    kxx, kyy, kxy = k[:n, :n], k[n:, n:], k[:n, n:]
+    off = lambda block, size: (block.sum() - block.diagonal().sum()) / (size * (size - 1))  # noqa: E731
+    return off(kxx, n) + off(kyy, m) - 2 * kxy.mean()

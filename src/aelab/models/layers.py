@@ -172,3 +172,17 @@ class ResNetDecoder(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.net(z)
+
+
+def conv_coder(input_shape: tuple[int, int, int], output_shape: tuple[int, int, int], channels: list[int],
+               hidden: int, code_out: int, code_in: int, batch_norm: bool = False) -> tuple[nn.Module, nn.Module]:
+    """(encoder, decoder) of the lesson's conv VAE shape: conv stages, a dense layer of `hidden`, `code_out` numbers
+    (2 x latent for a Gaussian code); and back from `code_in` numbers through the mirrored stages to logits at
+    `output_shape`."""
+    conv = ConvEncoder(input_shape[0], channels, batch_norm)
+    spatial = conv.out_shape(input_shape)
+    encoder = nn.Sequential(conv, nn.Flatten(), nn.Linear(math.prod(spatial), hidden), nn.ReLU(),
+                            nn.Linear(hidden, code_out))
+    decoder = nn.Sequential(nn.Linear(code_in, hidden), nn.ReLU(), nn.Linear(hidden, math.prod(spatial)), nn.ReLU(),
+                            nn.Unflatten(1, spatial), ConvDecoder(spatial, channels[::-1], output_shape, batch_norm))
+    return encoder, decoder

@@ -1,9 +1,5 @@
-import math
-
-from torch import nn
-
 from aelab.models.base import VariationalAutoencoder
-from aelab.models.layers import ConvDecoder, ConvEncoder
+from aelab.models.layers import conv_coder
 from aelab.types import PositiveInt
 
 
@@ -15,11 +11,5 @@ class ConvVAE(VariationalAutoencoder):
     def __init__(self, *args, channels: list[PositiveInt] = (32, 64), hidden: PositiveInt = 128,
                  batch_norm: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
-        channels = list(channels)
-        conv = ConvEncoder(self.input_shape[0], channels, batch_norm)
-        spatial = conv.out_shape(self.input_shape)
-        self.encoder = nn.Sequential(conv, nn.Flatten(), nn.Linear(math.prod(spatial), hidden), nn.ReLU(),
-                                     nn.Linear(hidden, 2 * self.latent_dim))
-        self.decoder = nn.Sequential(nn.Linear(self.latent_dim, hidden), nn.ReLU(),
-                                     nn.Linear(hidden, math.prod(spatial)), nn.ReLU(), nn.Unflatten(1, spatial),
-                                     ConvDecoder(spatial, channels[::-1], self.output_shape, batch_norm))
+        self.encoder, self.decoder = conv_coder(self.input_shape, self.output_shape, list(channels), hidden,
+                                                2 * self.latent_dim, self.latent_dim, batch_norm)
