@@ -91,7 +91,7 @@ def test_dropping_half_of_the_classes_keeps_precision_and_halves_recall(mnist):
 
 
 def test_an_untrained_decoder_scores_far_above_the_floor(mnist):
-    from aelab.models.conv import ConvAutoencoder
+    from aelab.models.ae_conv import ConvAutoencoder
 
     torch.manual_seed(0)
     model = ConvAutoencoder((1, 28, 28), (1, 28, 28), num_classes=10).eval()
