@@ -75,7 +75,7 @@ def test_a_resumed_copy_writes_only_into_itself_and_leaves_the_original_unchange
     assert state["dirpath"] == str(copy / "checkpoints") and state["best_model_path"].startswith(str(copy))
     assert str(trained) not in (copy / "config.yaml").read_text()
     recorded = OmegaConf.load(copy / "config.yaml")
-    assert recorded.trainer.max_epochs == 2 and recorded.logger.save_dir == str(copy)
+    assert recorded.trainer.max_epochs == 2 and recorded.logger.tensorboard.save_dir == str(copy)
     assert f"resume={copy}: applying trainer.max_epochs=2 (recorded 1)" in caplog.messages
     # status.json describes the resumed attempt only: no error type or traceback of the interruption
     assert set(json.loads((copy / "status.json").read_text())) == {"state", "started", "updated", "pid", "error"}

@@ -52,3 +52,22 @@ def optuna_sweeper_impl(sweeper):
     """hydra-optuna-sweeper's OptunaSweeper delegates to the implementation object it keeps as `sweeper` (its
     launcher, sweep_dir and sweep()); the attribute is undocumented."""
     return sweeper.sweeper
+
+
+def optuna_sqlite_on_sqlalchemy2() -> None:
+    """Optuna 2.10's RDBStorage stamps its schema version on a connection it never commits: SQLAlchemy 2 no longer
+    autocommits, so the stamp is lost, the open transaction locks an SQLite file, and the next open of the same
+    storage fails its version check. The stamp is written in a transaction that commits (the private
+    `_VersionManager._set_alembic_revision`); idempotent."""
+    import alembic.migration
+    from optuna.storages._rdb.storage import _VersionManager
+
+    if getattr(_VersionManager._set_alembic_revision, "aelab_commits", False):
+        return
+
+    def set_alembic_revision(self, revision: str) -> None:
+        with self.engine.begin() as connection:
+            alembic.migration.MigrationContext.configure(connection).stamp(self._create_alembic_script(), revision)
+
+    set_alembic_revision.aelab_commits = True  # type: ignore[attr-defined]
+    _VersionManager._set_alembic_revision = set_alembic_revision

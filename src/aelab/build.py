@@ -107,11 +107,14 @@ def build_parts(cfg: DictConfig, model_cfg: DictConfig | None = None) -> Parts:
     return Parts(datamodule, corruption, model)
 
 
-def build_trainer(cfg: DictConfig, callbacks: list[L.Callback] | None = None) -> L.Trainer:
+def build_trainer(cfg: DictConfig, callbacks: list[L.Callback] | None = None, run_dir=None) -> L.Trainer:
+    """The configured Trainer with its loggers (aelab.loggers: any of the logger group; `run_dir` lets run_app
+    record the run's end in them)."""
     from aelab.callbacks.progress import with_progress_bar
+    from aelab.loggers import build_loggers
     from aelab.perf import skip_nan_fill
 
-    logger = make(cfg.logger, "logger") if cfg.get("logger") else False
+    logger = build_loggers(cfg, run_dir) or False
     callbacks = with_progress_bar(callbacks or [], cfg.trainer.get("enable_progress_bar", True))
     trainer = make(cfg.trainer, "trainer", logger=logger, callbacks=callbacks)
     skip_nan_fill()  # deterministic=warn/true stays deterministic, without a NaN fill of every new tensor

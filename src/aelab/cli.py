@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
+import aelab.sweep_resume  # noqa: F401  (registers ${aelab_record_subdir:}, which conf/hydra/default.yaml uses)
 from aelab.errors import AelabError
 
 WHY = {errno.ENOTDIR: "a part of that path is a file, not a folder", errno.EEXIST: "a file of that name is in the way",
@@ -72,7 +73,20 @@ def user_error(error: BaseException, argv: list[str], config_name: str | None) -
         return flat(error)
     if isinstance(error, OSError) and error.filename:
         return path_error(error, argv)
+    if isinstance(error, ValueError) and str(error).startswith("Config group override must be a string or a list"):
+        return null_group(argv)
     return None
+
+
+def null_group(argv: list[str]) -> str:
+    """`group=null` on the command line: Hydra's defaults list takes an option name there, not null."""
+    from aelab.config import CONFIG_DIR
+
+    given = next((a for a in argv if "=" in a and a.split("=", 1)[1] in ("null", "~")
+                  and (CONFIG_DIR / a.split("=", 1)[0].lstrip("+~")).is_dir()), "GROUP=null")
+    group = given.split("=", 1)[0].lstrip("+~")
+    none = f"{group}=none or " if (CONFIG_DIR / group / "none.yaml").is_file() else ""
+    return f"{given}: a config group takes an option, not null; to use none, write {none}~{group}"
 
 
 def flat(error: BaseException) -> str:

@@ -273,8 +273,10 @@ def write_hparams(log_dir: str | Path, cfg: DictConfig, hydra_cfg=None, model=No
 
 def tensorboard_dir(cfg: DictConfig, run_dir: Path) -> Path | None:
     """Where the configured TensorBoardLogger writes (save_dir/name/version), or None without one."""
-    logger = cfg.get("logger")
-    if not logger or "TensorBoard" not in str(logger.get("_target_", "")):
+    from aelab.loggers import logger_nodes
+
+    logger = next((n for n in logger_nodes(cfg).values() if "TensorBoard" in str(n.get("_target_", ""))), None)
+    if logger is None:
         return None
     try:
         save_dir = Path(str(logger.get("save_dir") or run_dir))

@@ -2,8 +2,10 @@
 records the resolved config, package versions and git commit, and gets metrics.json only on success (atomically).
 
 `run_app` wraps the Hydra task functions: a bad input becomes one clear line on stderr and exit code 1; in a
-multirun a failed job is recorded in its own directory and the sweep goes on. It also ends the run's TensorBoard
-HPARAMS session with the same state (aelab.hparams), so a sweep's table shows which jobs failed.
+multirun a failed job is recorded in its own directory and the sweep goes on; with sweep_resume=true a job that
+already succeeded with the same config is skipped (aelab.sweep_resume). It also ends the run's TensorBoard HPARAMS
+session and its other loggers' runs with the same state (aelab.hparams, aelab.loggers), so a sweep's table shows
+which jobs failed.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 from aelab.config import REPO_ROOT
 from aelab.errors import AelabError
 from aelab.files import write_json_atomic  # noqa: F401  (scripts import it from here)
+from aelab.sweep_resume import RUN, check_mode, outcome, skip
 
 log = logging.getLogger("aelab")
 PACKAGES = ("aelab", "torch", "torchvision", "lightning", "hydra-core", "omegaconf", "torchmetrics", "tensorboard")
@@ -153,19 +156,21 @@ class Signals:
 
 
 def record_session_end(run: RunDir, cfg: DictConfig, hydra_cfg, app: str) -> None:
-    """End the run's TensorBoard HPARAMS session with the state status.json now holds (aelab-train runs only); a
-    run that failed before training gets its session start here too, so a sweep's HPARAMS lists it as failed.
-    Never hides the run's own outcome: a failure to write is only logged."""
+    """End the run's TensorBoard HPARAMS session, and its CSV / MLflow run, with the state status.json now holds
+    (aelab-train runs only); a run that failed before training gets its session start here too, so a sweep's
+    HPARAMS (and MLflow) list it as failed. Never hides the run's own outcome: a failure to write is only logged."""
     if app != "aelab-train":
         return
     state = (run.status() or {}).get("state", "failed")
-    try:
-        from aelab.hparams import end_session
+    from aelab.hparams import end_session
+    from aelab.loggers import record_end
 
-        end_session(run.path, cfg, hydra_cfg, state)
-    except Exception as error:  # noqa: BLE001
-        to_log_file(logging.WARNING, f"{app}: could not record the run's end for TensorBoard: {one_line(error)}",
-                    error)
+    for record, where in ((end_session, "TensorBoard"), (record_end, "its CSV and MLflow loggers")):
+        try:
+            record(run.path, cfg, hydra_cfg, state)
+        except Exception as error:  # noqa: BLE001
+            to_log_file(logging.WARNING, f"{app}: could not record the run's end in {where}: {one_line(error)}",
+                        error)
 
 
 def run_app(task: Callable[[DictConfig, RunDir], Any], cfg: DictConfig, app: str,
@@ -178,10 +183,15 @@ def run_app(task: Callable[[DictConfig, RunDir], Any], cfg: DictConfig, app: str
     run = RunDir(hydra_cfg.runtime.output_dir)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     try:
+        check_mode(cfg, multirun)
         cfg = prepare(cfg) if prepare is not None else cfg
+        recorded = outcome(cfg, run.path) if multirun and cfg.get("sweep_resume") else RUN
     except AelabError as error:  # refused before the run starts: the directory (a run to resume) stays as it was
         print(f"{app}: error: {one_line(error)}", file=sys.stderr)
         raise SystemExit(1) from None
+    if recorded is not RUN:  # sweep_resume=true: succeeded before with this config; its directory stays as it is
+        skip(run.path)
+        return recorded
     with Signals() as signals:
         try:
             run.start(cfg)

@@ -1,9 +1,11 @@
 """Sweep plumbing: per-job CPU settings under parallel launchers, a Hydra callback that summarises a finished
-multirun, and an Optuna sweeper that records failed trials instead of aborting the study.
+multirun, and an Optuna sweeper that records failed trials instead of aborting the study and continues a study
+kept in SQLite (the hparams_search presets keep it in <sweep dir>/optuna.db).
 
     aelab-train -m hydra/launcher=parallel model=ae_conv,vae_conv          # 2 jobs at a time on this machine
     aelab-train -m hparams_search=ae_conv_optuna                          # Optuna TPE, failed trials recorded
     aelab-train -m ... sweep_exit_nonzero=true                            # exit 1 at the end if any job failed
+    aelab-train -m ... hydra.sweep.dir=DIR sweep_resume=true              # rerun only what did not succeed
 """
 
 from __future__ import annotations
@@ -15,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
-from aelab.adapters import job_error, optuna_sweeper_impl, wrapped_attribute
+from aelab.adapters import job_error, optuna_sqlite_on_sqlalchemy2, optuna_sweeper_impl, wrapped_attribute
 
 log = logging.getLogger("aelab")
 
@@ -96,6 +98,11 @@ class SweepReport(Callback):
     """After a multirun: one line per failed or unfinished job, a pointer to aelab-compare, and exit code 1 when
     `sweep_exit_nonzero=true` and any job did not succeed (the other jobs have all run by then)."""
 
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from aelab.sweep_resume import check_sweep_dir
+
+        check_sweep_dir(config)  # sweep_resume=true needs the sweep's own folder, before any job starts
+
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from aelab.compare import collect_jobs
 
@@ -134,6 +141,44 @@ def _failure_tolerant(study):
     return study
 
 
+def _storage_ready(storage: Any) -> None:
+    """An SQLite file's folder exists before Optuna opens it (the sweep directory is made only when the first
+    trial launches), and RDB storages keep their schema stamp under SQLAlchemy 2 (aelab.adapters)."""
+    if not storage or not isinstance(storage, str):
+        return
+    if storage.startswith("sqlite:///"):
+        Path(storage.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    optuna_sqlite_on_sqlalchemy2()
+
+
+def _continued(study, impl):
+    """A study that its storage already holds continues where it stopped: trials left RUNNING by a crash are
+    recorded as FAIL (the study's user attribute `aelab_interrupted` lists them, and they do not count towards
+    n_trials), the next trial takes the next number and the job directory of that number, and the sampler is
+    seeded with its seed plus the trials on record, so the continuation is repeatable without proposing the
+    first trials again."""
+    import optuna
+    from hydra.utils import instantiate
+
+    trials = study.trials
+    if not trials:
+        return study
+    interrupted = [t.number for t in trials if t.state == optuna.trial.TrialState.RUNNING]
+    for number in interrupted:
+        log.warning("optuna trial %d was running when the sweep stopped: recorded as FAIL", number)
+        study.tell(number, state=optuna.trial.TrialState.FAIL)
+    earlier = list(study.user_attrs.get("aelab_interrupted", []))
+    study.set_user_attr("aelab_interrupted", earlier + interrupted)
+    counted = len(trials) - len(earlier) - len(interrupted)
+    impl.n_trials, impl.job_idx = max(0, impl.n_trials - counted), len(trials)
+    sampler = OmegaConf.select(impl.config, "hydra.sweeper.sampler")
+    if sampler is not None and sampler.get("seed") is not None and "Grid" not in str(sampler.get("_target_")):
+        study.sampler = instantiate(sampler, seed=int(sampler.seed) + len(trials))
+    log.info("optuna: study %s continues: %d trials on record (%d interrupted now), %d to go",
+             study.study_name, len(trials), len(interrupted), impl.n_trials)
+    return study
+
+
 def _nan_for_failed(launch):
     """Jobs that raised, or returned no objective, come back as NaN (their status.json holds the error)."""
     from hydra.core.utils import JobStatus
@@ -159,7 +204,8 @@ except ImportError:  # the plugin is optional for everything but hparams_search
 
 class OptunaSweeper(_OptunaSweeper):  # type: ignore[misc,valid-type]
     """hydra-optuna-sweeper, except that a failed trial (NaN from aelab-train, an exception) is told to Optuna as
-    FAIL and the study goes on; a study where no trial succeeded ends with an error line instead of a traceback."""
+    FAIL and the study goes on, a study its storage holds continues where it stopped (_continued), and a study
+    where no trial succeeded ends with an error line instead of a traceback."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         # importing optuna imports alembic, whose plugin registry logs dozens of INFO lines into the sweep log
@@ -171,8 +217,9 @@ class OptunaSweeper(_OptunaSweeper):  # type: ignore[misc,valid-type]
 
         impl = optuna_sweeper_impl(self)
         impl.launcher.launch = _nan_for_failed(impl.launcher.launch)
-        tolerant = lambda create: lambda *a, **k: _failure_tolerant(create(*a, **k))  # noqa: E731
-        with wrapped_attribute(optuna, "create_study", tolerant):
+        _storage_ready(impl.storage)
+        continued = lambda create: lambda *a, **k: _continued(_failure_tolerant(create(*a, **k)), impl)  # noqa: E731
+        with wrapped_attribute(optuna, "create_study", continued):
             try:
                 return impl.sweep(arguments)
             except ValueError as e:

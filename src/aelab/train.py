@@ -35,7 +35,7 @@ def train(cfg: DictConfig, run) -> RunResult:
                              collect_metrics)
     from aelab.callbacks.guards import FiniteLoss, SaveOnInterrupt
     from aelab.checkpoints import check_compatible, load_checkpoint
-    from aelab.hparams import write_hparams
+    from aelab.loggers import start_run
     from aelab.module import AutoencoderModule
     from aelab.optim import build_optimisation
     from aelab.sweep import configure_job
@@ -57,10 +57,9 @@ def train(cfg: DictConfig, run) -> RunResult:
         from aelab.resume import RebaseCheckpointPaths
 
         guards.append(RebaseCheckpointPaths())  # a copied or moved run's checkpoint names its old folder
-    trainer = build_trainer(cfg, build_callbacks(cfg.get("callbacks"), parts.model) + guards)
-    if trainer.logger is not None and not cfg.get("resume"):
-        # HPARAMS session start, experiment summary, CUSTOM SCALARS layout; run_app ends the session with its status
-        write_hparams(trainer.logger.log_dir, cfg, HydraConfig.get(), model=parts.model)
+    trainer = build_trainer(cfg, build_callbacks(cfg.get("callbacks"), parts.model) + guards, run_dir=run.path)
+    # hyperparameters in every logger (TensorBoard: the HPARAMS session); run_app records the end with its status
+    start_run(trainer, cfg, HydraConfig.get(), parts.model)
     write_terms(run.path, parts.model)  # what aelab-compare and the results report read the model's terms from
 
     trainer.fit(module, datamodule=parts.datamodule, ckpt_path=cfg.get("ckpt_path"))

@@ -1,5 +1,5 @@
-"""Image grids in TensorBoard: rows input | output | target for the same validation images every epoch, labelled and
-enlarged to be readable at TensorBoard's default card size."""
+"""Image grids in TensorBoard (and MLflow, logger=mlflow): rows input | output | target for the same validation
+images every epoch, labelled and enlarged to be readable at TensorBoard's default card size."""
 
 from __future__ import annotations
 
@@ -38,13 +38,32 @@ def evaluating(module):
             torch.cuda.set_rng_state(cuda_rng)
 
 
+class ImageWriter:
+    """One `add_image` for every logger of the run that takes images: TensorBoard's SummaryWriter, and MLflow, where
+    each image is a logged image (key = the tag, at the step) beside the run's metrics. CSV takes none."""
+
+    def __init__(self, loggers):
+        self.loggers = loggers
+
+    def add_image(self, tag: str, image, step: int, dataformats: str = "HWC") -> None:
+        from aelab.loggers import kind
+
+        for logger in self.loggers:
+            if kind(logger) == "mlflow":
+                array = np.asarray(image)
+                if dataformats == "CHW":
+                    array = array.transpose(1, 2, 0)
+                logger.experiment.log_image(logger.run_id, array, key=tag, step=int(step))
+            else:
+                logger.experiment.add_image(tag, image, step, dataformats=dataformats)
+
+
 def logged_writer(trainer: L.Trainer):
-    """The TensorBoard SummaryWriter of the run, or None when logging is off."""
-    for logger in trainer.loggers:
-        writer = getattr(logger, "experiment", None)
-        if hasattr(writer, "add_image"):
-            return writer
-    return None
+    """The writer for the run's image grids and figures (ImageWriter), or None when no logger takes images."""
+    from aelab.loggers import image_loggers
+
+    loggers = image_loggers(trainer)
+    return ImageWriter(loggers) if loggers else None
 
 
 DISPLAY_CELL = 112  # px: small images are enlarged (nearest, whole multiples) to about this size; 28 px -> 4x
