@@ -111,3 +111,19 @@ def test_optuna_sweeper_keeps_its_implementation_as_sweeper():
     sweeper.sweeper = OptunaSweeperImpl.__new__(OptunaSweeperImpl)
     assert optuna_sweeper_impl(sweeper) is sweeper.sweeper
     assert "self.sweeper" in __import__("inspect").getsource(OptunaSweeper.__init__)  # where the plugin sets it
+
+
+def test_optuna_sqlite_storage_opens_twice_under_sqlalchemy2(tmp_path):
+    """Optuna 2.10 stamps its RDB schema version on an uncommitted connection; under SQLAlchemy 2 the stamp is lost
+    and the second open fails (and the open transaction locks the file). The adapter commits it."""
+    import optuna
+
+    from aelab.adapters import optuna_sqlite_on_sqlalchemy2
+
+    optuna_sqlite_on_sqlalchemy2()
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    study = optuna.create_study(storage=storage, study_name="s")
+    study.enqueue_trial({"x": 0.5})
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
+    reopened = optuna.load_study(study_name="s", storage=storage)
+    assert [t.params for t in reopened.trials] == [{"x": 0.5}]

@@ -94,14 +94,15 @@ def tensorboard_of(loggers) -> Any:
 
 
 def start_run(trainer, cfg: DictConfig, hydra_cfg, model) -> None:
-    """The run's hyperparameters in every logger: TensorBoard's HPARAMS session (aelab.hparams), the flat params
-    with `status: running` in the others. A resumed run's were written by the run it continues."""
-    if not trainer.loggers or cfg.get("resume"):
+    """The run's hyperparameters in every logger: TensorBoard's HPARAMS session (aelab.hparams; a resumed run's
+    was started by the run it continues), the flat params with `status: running` in the others (a resumed run is
+    a new MLflow run, and rewrites CSV's hparams.yaml)."""
+    if not trainer.loggers:
         return
     from aelab.hparams import describe, write_hparams
 
     tensorboard = tensorboard_of(trainer.loggers)
-    if tensorboard is not None:
+    if tensorboard is not None and not cfg.get("resume"):
         write_hparams(tensorboard.log_dir, cfg, hydra_cfg, model=model)
     others = [lg for lg in trainer.loggers if kind(lg) != "tensorboard"]
     if others:
