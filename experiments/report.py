@@ -20,6 +20,7 @@ PUBLISHED_NLL_SHORT = "published VAE 86.76, IWAE 82.90 (Burda et al., 2015)"
 PROBE_BUDGETS = ("10", "100", "all")
 PROBE_KINDS = (("linear", "linear"), ("knn", "k-NN"))
 PROBES = tuple((kind, label, budget) for kind, label in PROBE_KINDS for budget in PROBE_BUDGETS)
+SAMPLERS = ("prior", "gaussian", "gmm")  # aelab.samplers.NAMES, in the order of the sample-quality table
 
 
 def fmt(value, digits: int = 2) -> str:
@@ -67,7 +68,24 @@ def job_record(job) -> dict:
               "state": job.state, "data": job.data, "commit": job.commit, "machine": job.machine, "terms": job.terms}
     if job.error and job.state != "succeeded":
         record["error"] = job.error
+    quality = sample_quality_record(job)
+    if quality is not None:
+        record["sample_quality"] = quality
     return record
+
+
+def sample_quality_record(job) -> dict | None:
+    """The run's sample_quality.json (feature space, counts, every set's scores), or None."""
+    import json
+
+    run_dir = getattr(job, "run_dir", None)
+    path = Path(run_dir) / "sample_quality.json" if run_dir else None
+    if path is None or not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def results_json(jobs: list, transfer: list, machine: dict, tiny: bool, started, carried: dict | None = None) -> dict:
@@ -220,6 +238,39 @@ def probe_section(jobs: list) -> list[str]:
     return out + [""]
 
 
+def sample_quality_section(jobs: list) -> list[str]:
+    """'How good are the samples?': one row per run that scored samples (test/fid_recon), FID and precision /
+    recall of each sampler beside the floor, the reconstructions and the corrupted-input baseline."""
+    runs = [j for j in jobs if j.state == "succeeded" and "test/fid_recon" in j.metrics]
+    if not runs:
+        return []
+    out = ["## How good are the samples? (test split, domain feature space)", "",
+           "FID (lower is better) and, in brackets, precision / recall in % (k-NN manifolds, k=5) of images decoded "
+           "from each sampler: *prior* (the model's own), *gaussian* (full covariance) and *gmm* (10 components) "
+           "fitted on the codes of the training images; *recon*: the test images' reconstructions; *floor*: as many "
+           "held-out real images (what a perfect generator scores at this count); *baseline*: the corrupted input "
+           "(bicubic upsampling for super-resolution). Each number is against the test split, on the count and in "
+           "the feature space (a classifier aelab trains per dataset; its test accuracy in the column) that the "
+           "run's `sample_quality.json` names. Read a sampler's FID against the floor: a floor of 1 and a sampler "
+           "of 5 are close; precision says how many samples look real, recall how much of the data they cover.", "",
+           "| run | data | features (acc %) | floor | recon | baseline | "
+           + " | ".join(SAMPLERS) + " |", "|---|---|---|---|---|---|" + "---|" * len(SAMPLERS)]
+    for j in runs:
+        m, quality = j.metrics, sample_quality_record(j) or {}
+        space = quality.get("feature_space", {}).get("name", "–")
+
+        def cell(name: str) -> str:
+            if f"test/fid_{name}" not in m:
+                return "–"
+            return (f"{fmt(m[f'test/fid_{name}'])} ({pct(m.get(f'test/precision_{name}'))} / "
+                    f"{pct(m.get(f'test/recall_{name}'))})")
+
+        out.append(f"| {j.name} | {j.data or '–'} | {space} ({pct(m.get('test/feature_accuracy'))}) | "
+                   f"{fmt(m.get('test/fid_floor'))} | {cell('recon')} | {fmt(m.get('test/fid_baseline'))} | "
+                   + " | ".join(cell(s) for s in SAMPLERS) + " |")
+    return out + [""]
+
+
 def transfer_section(transfer: list, datasets: list[str]) -> list[str]:
     out = ["## Transfer matrix (denoising, test PSNR in dB)", "",
            "Rows: the dataset the denoiser was trained on; columns: the dataset it is tested on (`aelab-eval "
@@ -306,6 +357,7 @@ def results_markdown(jobs: list, transfer: list, machine: dict, tiny: bool, star
     out += ["", "### Where the model does not beat PCA (same latent size, fitted on clean training images)", ""]
     out += not_beating or ["- none: every model that ran beats its PCA baseline."]
     out += [""] + lesson_section(jobs) + likelihood_section(jobs) + probe_section(jobs)
+    out += sample_quality_section(jobs)
     out += ["## Commands", "", "Each job ran as below, plus `hydra.run.dir=<its run directory>`:", ""]
     out += [f"- {job.name}: `{short_command(job)}`" for job in jobs + transfer if job.command]
     out += [""] + transfer_section(transfer, transfer_data) + [""] + superres_section(jobs, superres)

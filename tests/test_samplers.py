@@ -64,3 +64,22 @@ def test_a_short_run_logs_sample_quality_for_every_sampler(run_train, model):
     assert record["feature_space"]["recipe"]["max_images"] == 2000  # a limited test measures in the smoke space
     # one batch of an untrained-ish model: its samples are far from the floor, the floor's precision is high
     assert metrics["test/fid_floor"] < metrics["test/fid_recon"] and metrics["test/precision_floor"] > 0.8
+
+
+def test_results_report_has_a_sample_quality_table_read_from_the_run(tmp_path):
+    import datetime as dt
+
+    from test_experiments import MACHINE, FakeJob, load_report
+
+    report = load_report()
+    metrics = {"test/loss": 1.0, "test/psnr": 20.0, "test/fid_floor": 1.25, "test/fid_recon": 7.5,
+               "test/precision_recon": 0.9, "test/recall_recon": 0.8, "test/fid_gmm": 12.0,
+               "test/precision_gmm": 0.7, "test/recall_gmm": 0.6, "test/feature_accuracy": 0.991}
+    job = FakeJob("vae_conv", metrics)
+    job.run_dir = tmp_path
+    (tmp_path / "sample_quality.json").write_text(json.dumps({"feature_space": {"name": "mnist-classifier-x"}}))
+    text = report.results_markdown([job], [], MACHINE, False, dt.datetime(2026, 1, 1), {}, ["mnist"])
+    row = next(line for line in text.splitlines() if line.startswith("| vae_conv | mnist | mnist-classifier"))
+    assert row == ("| vae_conv | mnist | mnist-classifier-x (99.1) | 1.25 | 7.50 (90.0 / 80.0) | – | – | – | "
+                   "12.00 (70.0 / 60.0) |")
+    assert report.job_record(job)["sample_quality"]["feature_space"]["name"] == "mnist-classifier-x"

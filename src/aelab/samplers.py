@@ -101,7 +101,7 @@ NAMES = ("prior", *FITTED)
 
 
 def make_samplers(names: list[str], model, components: int = 10, seed: int = 0,
-                  labels: torch.Tensor | None = None) -> dict[str, Sampler]:
+                  labels: torch.Tensor | None = None, max_iter: int = 100) -> dict[str, Sampler]:
     """The requested samplers that `model` supports: "prior" where it declares one, the fitted ones where it
     decodes flat codes (unfitted: call fit)."""
     unknown = [n for n in names if n not in NAMES]
@@ -112,5 +112,5 @@ def make_samplers(names: list[str], model, components: int = 10, seed: int = 0,
         if name == "prior" and caps.prior is not None:
             out[name] = PriorSampler(model, labels)
         elif name in FITTED and caps.embedding is not None and caps.decodes_codes:
-            out[name] = MixtureSampler(components, seed) if name == "gmm" else GaussianSampler()
+            out[name] = MixtureSampler(components, seed, max_iter) if name == "gmm" else GaussianSampler()
     return out

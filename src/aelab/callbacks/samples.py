@@ -13,7 +13,7 @@ space's name, key and recipe go to `sample_quality.json` in the run directory wi
 sampler's images goes to TensorBoard as `test/figures/samples_<sampler>`.
 
 A run whose test is limited to a few batches (trainer=debug) scores as many images as it tested, fits the samplers
-on 4 training images per tested image, draws 10 KID subsets and, with features=auto, measures in the smoke
+on 2 training images per tested image (at most 20 EM steps), draws 10 KID subsets and, with features=auto, measures in the smoke
 feature network (2,000 training images, 2 epochs), so smoke runs stay fast.
 """
 
@@ -41,7 +41,8 @@ from aelab.types import PositiveInt
 
 log = logging.getLogger("aelab")
 CHUNK = 500
-SMOKE_FIT_PER_IMAGE = 4
+SMOKE_FIT_PER_IMAGE = 2
+SMOKE_GMM_ITERATIONS = 20
 SMOKE_KID_SUBSETS = 10
 
 
@@ -145,7 +146,8 @@ class SampleQuality(ModelCallback):
             fit_n = self.fit_images if tested is None else SMOKE_FIT_PER_IMAGE * tested
             fit = draw[:fit_n] if fit_n is not None else draw
             labels = train_labels[draw[-n:]].to(device)  # classes as often as in training, for conditional models
-            samplers = make_samplers(self.samplers, model, self.components, self.seed, labels)
+            samplers = make_samplers(self.samplers, model, self.components, self.seed, labels,
+                                     max_iter=100 if tested is None else SMOKE_GMM_ITERATIONS)
             if any(name != "prior" for name in samplers):
                 codes = self._codes(module, like_test(train_images[fit], "fit").to(device),
                                     train_labels[fit].to(device))
