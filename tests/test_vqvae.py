@@ -100,6 +100,17 @@ def test_a_code_unused_for_restart_after_steps_restarts_at_an_encoder_output():
     assert torch.equal(again.codebook[1:], restarted)  # seeded: the same outputs
 
 
+def test_the_first_step_places_the_unused_codes_on_encoder_outputs():
+    model = VQVAE((1, 8, 8), (1, 8, 8), channels=[4], res_blocks=0, code_dim=2, codebook_size=4, restart_after=100)
+    # early encoder outputs: alike, all nearest to one placeholder code
+    encoded = model.codebook[0] + 0.01 * torch.randn(10, 2, generator=torch.Generator().manual_seed(0))
+    idx = model.nearest(encoded)
+    model.after_step(type("T", (), {"state": {"encoded": encoded, "indices": idx}})(), step=0)
+    unused = sorted(set(range(4)) - set(idx.tolist()))
+    assert unused and all(any(torch.equal(model.codebook[k], e) for e in encoded) for k in unused)
+    assert (model.last_used == 0).all()
+
+
 def test_straight_through_gradient_reaches_the_encoder():
     model = VQVAE((1, 28, 28), (1, 28, 28), commitment_weight=0.0, **SMALL)
     terms = model.loss(batch_of((1, 28, 28)))
@@ -199,7 +210,8 @@ def metrics_of(run):
 
 
 def test_vqvae_presets_train_in_order_on_real_mnist(run_train):
-    first = run_train(["experiment=vqvae_mnist", *FAST], name="stage1")
+    # a 7x7 index map: the prior's samples take 49 passes of its net instead of 196
+    first = run_train(["experiment=vqvae_mnist", "model.channels=[16,16]", *FAST], name="stage1")
     m = metrics_of(first)
     for stage in ("train", "val", "test"):
         assert {f"{stage}/{t}" for t in ("recon_loss", "commitment", "perplexity", "usage")} <= set(m)

@@ -13,7 +13,6 @@ this model's checkpoint. This first stage declares no prior.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Literal
 
 import torch
@@ -21,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from aelab.models.base import Autoencoder, reconstruction_loss
-from aelab.models.contract import Batch, Capabilities, LossTerms, Term
+from aelab.models.contract import Batch, LossTerms, Term
 from aelab.models.layers import ResNetDecoder, ResNetEncoder
 from aelab.types import Fraction, NonNegativeFloat, NonNegativeInt, PositiveInt
 
@@ -39,7 +38,10 @@ USAGE = Term("usage", "fraction of the codebook the batch's code map uses", bett
 
 def code_statistics(indices: torch.Tensor, codebook_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(counts [K], perplexity, usage) of a batch of code indices."""
-    counts = torch.bincount(indices.flatten(), minlength=codebook_size).float()
+    flat = indices.flatten()
+    # a scatter, not bincount: bincount reads the largest index back to the host, which a CUDA graph cannot hold
+    counts = torch.zeros(codebook_size, device=flat.device)
+    counts.scatter_add_(0, flat, torch.ones_like(flat, dtype=counts.dtype))
     p = counts / counts.sum().clamp_min(1)
     entropy = -(p * p.clamp_min(1e-12).log()).sum()
     return counts, entropy.exp(), (counts > 0).float().mean()
@@ -71,7 +73,8 @@ class VQVAE(Autoencoder):
       codebook_update    ema: codes follow moving averages of their encoder outputs (after_step); loss: by gradient
       decay              the EMA's weight of the past per step (ema only)
       restart_after      a code no training batch has used for this many steps is set to a random encoder output of
-                         the current batch (0: never)
+                         the current batch (0: never); before training every code counts as that long unused, so the
+                         first step places the codebook on its encoder outputs
 
     Its code for the probes is the quantised map, flattened (channel-major: code_dim x h x w); `generate` decodes such
     a flat map as it is (off-codebook points, as latent noise and interpolation make, are not snapped to codes).
@@ -80,13 +83,12 @@ class VQVAE(Autoencoder):
     terms = (RECON, COMMITMENT, PERPLEXITY, USAGE)
     code_pooling = "flatten (the quantised code map: code_dim x h x w codebook vectors)"
 
-    def __init__(self, *args, channels: list[PositiveInt] = (32, 64), res_blocks: NonNegativeInt = 2,
-                 code_dim: PositiveInt = 16, codebook_size: PositiveInt = 256,
+    def __init__(self, *args, channels: list[PositiveInt] = (16,), res_blocks: NonNegativeInt = 2,
+                 code_dim: PositiveInt = 8, codebook_size: PositiveInt = 256,
                  commitment_weight: NonNegativeFloat = 0.25, codebook_update: Literal["ema", "loss"] = "ema",
                  codebook_weight: NonNegativeFloat = 1.0, decay: Fraction = 0.99,
-                 restart_after: NonNegativeInt = 100, norm: Literal["batch", "none"] = "none",
-                 recon_loss: Literal["bce", "mse", "l1"] = "mse", **kwargs):
-        super().__init__(*args, recon_loss=recon_loss, **kwargs)
+                 restart_after: NonNegativeInt = 100, norm: Literal["batch", "none"] = "none", **kwargs):
+        super().__init__(*args, **kwargs)
         channels = list(channels)
         self.code_dim, self.codebook_size = code_dim, codebook_size
         self.commitment_weight, self.codebook_weight = float(commitment_weight), float(codebook_weight)
@@ -97,20 +99,17 @@ class VQVAE(Autoencoder):
         map_shape = body.out_shape(self.input_shape)[1:]
         self.decoder = ResNetDecoder((code_dim, *map_shape), stages[::-1], [res_blocks] + [0] * len(channels),
                                      self.output_shape, norm)
-        # unit-variance codes: the encoder's initial outputs are of that order, so most codes get used early on;
-        # restarts place the rest
+        # placeholders: every code counts as unused since before the first step, so the first after_step restarts
+        # all the codes that step did not use at its encoder outputs (a codebook drawn at random leaves most codes
+        # far from the encoder's outputs, and a map of one code tells the decoder nothing)
         codebook = torch.randn(codebook_size, code_dim)
         if codebook_update == "ema":
             self.register_buffer("codebook", codebook)
         else:
             self.codebook = nn.Parameter(codebook)
         self.register_buffer("counts", torch.ones(codebook_size))  # EMA counts N_k (each code starts as one output)
-        self.register_buffer("last_used", torch.zeros(codebook_size, dtype=torch.long))  # step of each code's last use
+        self.register_buffer("last_used", torch.full((codebook_size,), -restart_after, dtype=torch.long))
         self.terms = (RECON, COMMITMENT, *((CODEBOOK,) if codebook_update == "loss" else ()), PERPLEXITY, USAGE)
-
-    @property
-    def capabilities(self) -> Capabilities:
-        return dataclasses.replace(super().capabilities, prior=None)
 
     # --- quantisation ---------------------------------------------------------------------------------------------
     def nearest(self, flat: torch.Tensor) -> torch.Tensor:
@@ -166,7 +165,7 @@ class VQVAE(Autoencoder):
         steps. Restarts draw from torch's RNG, which the training loop reseeds every step: a seeded run restarts
         the same codes with the same outputs."""
         encoded, idx = terms.state["encoded"].float(), terms.state["indices"]
-        counts = torch.bincount(idx, minlength=self.codebook_size).float()
+        counts = code_statistics(idx, self.codebook_size)[0]
         self.last_used.masked_fill_(counts > 0, step)
         if self.codebook_update == "ema":
             sums = torch.zeros_like(self.codebook, dtype=torch.float32).index_add_(0, idx, encoded)

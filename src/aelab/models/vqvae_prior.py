@@ -12,6 +12,7 @@ frozen first stage; reconstructions, codes and figures are the first stage's.
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -63,6 +64,21 @@ class PixelCNN(nn.Module):
         for block in self.blocks:
             h = h + block(F.relu(h))
         return self.head(h)
+
+
+@contextlib.contextmanager
+def one_cpu_thread(device: torch.device):
+    """Sampling runs the net once per position on a small batch: on the CPU, splitting such small convolutions
+    across threads costs more in synchronisation than it saves, and far more when other work holds the cores."""
+    if device.type != "cpu":
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def load_first_stage(path: str | None, input_shape) -> VQVAE:
@@ -144,11 +160,12 @@ class VQVAEPrior(Autoencoder):
         h, w = self.first.map_shape
         device = next(self.net.parameters()).device
         indices = torch.zeros(n, h, w, dtype=torch.long, device=device)
-        for i in range(h):
-            for j in range(w):
-                # row i depends on rows 0..i only (no convolution looks down): the rows below are not computed
-                probs = F.softmax(self.net(indices[:, :i + 1])[:, :, i, j].float(), dim=1)
-                indices[:, i, j] = torch.multinomial(probs, 1, generator=generator)[:, 0]
+        with one_cpu_thread(device):
+            for i in range(h):
+                for j in range(w):
+                    # row i depends on rows 0..i only (no convolution looks down): the rows below are not computed
+                    probs = F.softmax(self.net(indices[:, :i + 1])[:, :, i, j].float(), dim=1)
+                    indices[:, i, j] = torch.multinomial(probs, 1, generator=generator)[:, 0]
         return indices
 
     def prior_codes(self, n: int, generator: torch.Generator | None = None,
