@@ -166,6 +166,10 @@ class ImageDataModule(L.LightningDataModule):
 
     name = "images"
     num_classes: int | None = None
+    # Ground-truth factors of variation (dSprites): their names and number of values; data that has them also
+    # gives factors(split, limit) [N, K] aligned with all_of(split) and render(factors) -> uint8 images
+    factor_names: tuple[str, ...] = ()
+    factor_sizes: tuple[int, ...] = ()
 
     def __init__(self, data_dir: str | Path, batch_size: PositiveInt = 128, num_workers: NonNegativeInt = 0,
                  val_fraction: Fraction = 0.1,

@@ -46,32 +46,41 @@ RENDER_CHUNK = 2048
 def factor_values(factors: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """(shape index, scale, orientation in radians, x, y in [0, 1]) of integer factor indices [N, 5]."""
     f = factors.long()
-    scale = 0.5 + 0.5 * f[:, 1].double() / (FACTOR_SIZES[1] - 1)
+    scale = 0.5 + 0.5 * f[:, 1].double() / (FACTOR_SIZES[1] - 1)  # float64 here: the grid values exactly
     angle = 2 * math.pi * f[:, 2].double() / (FACTOR_SIZES[2] - 1)
     x = f[:, 3].double() / (FACTOR_SIZES[3] - 1)
     y = f[:, 4].double() / (FACTOR_SIZES[4] - 1)
     return f[:, 0], scale, angle, x, y
 
 
+def inside(shape: int, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Whether each point (u, v) of the sprite's own frame (unit half-width) lies inside the shape."""
+    if shape == 0:  # square
+        return (u.abs() <= 1) & (v.abs() <= 1)
+    if shape == 1:  # ellipse, twice as wide as high
+        return u.square() + (v / 0.5).square() <= 1
+    hx, hy = 1.15 * u, -1.15 * v + 0.25  # heart: (x^2 + y^2 - 1)^3 <= x^2 y^3, point down, centred
+    return (hx.square() + hy.square() - 1) ** 3 <= hx.square() * hy ** 3
+
+
 def render(factors: torch.Tensor) -> torch.Tensor:
     """uint8 images [N, 1, 64, 64] (0 or 255) of the given factor indices [N, 5], drawn in chunks."""
     out = []
-    grid = (torch.arange(SIZE, dtype=torch.float64) + 0.5) / SIZE
+    grid = (torch.arange(SIZE, dtype=torch.float32) + 0.5) / SIZE
     gy, gx = torch.meshgrid(grid, grid, indexing="ij")
     for chunk in factors.split(RENDER_CHUNK):
-        shape, scale, angle, x, y = factor_values(chunk)
+        shape, scale, angle, x, y = (t.float() for t in factor_values(chunk))
         cx, cy = 0.2 + 0.6 * x, 0.2 + 0.6 * y
         dx, dy = gx[None] - cx[:, None, None], gy[None] - cy[:, None, None]
         cos, sin = torch.cos(angle)[:, None, None], torch.sin(angle)[:, None, None]
         half = (BASE_HALF_WIDTH * scale)[:, None, None]
         u, v = (cos * dx + sin * dy) / half, (-sin * dx + cos * dy) / half  # the sprite's own frame, unit size
-        square = (u.abs() <= 1) & (v.abs() <= 1)
-        ellipse = u.square() + (v / 0.5).square() <= 1
-        hx, hy = 1.15 * u, -1.15 * v + 0.25  # the heart curve (x^2 + y^2 - 1)^3 <= x^2 y^3, point up, centred
-        heart = (hx.square() + hy.square() - 1) ** 3 <= hx.square() * hy ** 3
-        s = shape[:, None, None]
-        inside = torch.where(s == 0, square, torch.where(s == 1, ellipse, heart))
-        out.append(inside.to(torch.uint8)[:, None] * 255)
+        images = torch.zeros(len(chunk), 1, SIZE, SIZE, dtype=torch.uint8)
+        for s in range(len(SHAPES)):
+            which = (shape == s).nonzero().flatten()
+            if len(which):
+                images[which, 0] = inside(s, u[which], v[which]).to(torch.uint8) * 255
+        out.append(images)
     return torch.cat(out) if out else torch.empty((0, 1, SIZE, SIZE), dtype=torch.uint8)
 
 

@@ -15,7 +15,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from aelab.adapters import step_uncounted
 from aelab.errors import check
 from aelab.models.base import RECON_TERM, Autoencoder, Batch, LossTerms, TwoOptimizerTraining, reconstruction_loss
 from aelab.models.contract import Term
@@ -67,21 +66,9 @@ class AdversarialAutoencoder(TwoOptimizerTraining, Autoencoder):
     def parameter_groups(self) -> list[list[nn.Parameter]]:
         return [[*self.encoder.parameters(), *self.decoder.parameters()], list(self.discriminator.parameters())]
 
-    def training_step(self, batch: Batch, step: int, module) -> LossTerms:
-        """Discriminator step, then autoencoder (generator) step; returns the autoencoder's terms with the
-        discriminator step's d_loss / d_acc."""
-        opt_ae, opt_d = module.optimizers()
+    def discriminator_terms(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         d_loss, d_acc = self.discriminator_loss(batch)
-        opt_d.zero_grad()
-        module.manual_backward(d_loss)
-        step_uncounted(module.trainer, opt_d)  # global_step counts batches, as with one optimizer
-        with module.toggled_optimizer(opt_ae):  # no gradients into the discriminator from the generator loss
-            terms = self.loss(batch, step=step)
-            opt_ae.zero_grad()
-            module.manual_backward(terms.loss)
-            opt_ae.step()
-        terms.terms.update(d_loss=d_loss.detach(), d_acc=d_acc)
-        return terms
+        return d_loss, {"d_loss": d_loss.detach(), "d_acc": d_acc}
 
     # --- losses -------------------------------------------------------------------------------------------------
     def _discriminate(self, z_prior: torch.Tensor, z_code: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -301,11 +301,32 @@ class VariationalAutoencoder(Autoencoder):
 
 
 class TwoOptimizerTraining:
-    """Mixin for models trained with two optimizers (manual optimisation): `parameter_groups` names each
-    optimizer's parameters (the module builds the optimizers and schedulers from the run's config) and
-    `training_step` steps them."""
+    """Mixin for models with a discriminator (manual optimisation): `parameter_groups` gives [the model's
+    parameters, the discriminator's] (the module builds an optimizer and scheduler for each from the run's config),
+    `discriminator_terms(batch)` the discriminator's loss and logged terms. Each training batch first steps the
+    discriminator, then the model on `loss` with the discriminator's parameters frozen."""
 
     own_training_step = True
 
     def parameter_groups(self) -> list[list[nn.Parameter]]:
         raise NotImplementedError
+
+    def discriminator_terms(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(the discriminator's loss, the terms its step logs)."""
+        raise NotImplementedError
+
+    def training_step(self, batch: Batch, step: int, module) -> LossTerms:
+        from aelab.adapters import step_uncounted
+
+        opt_model, opt_d = module.optimizers()
+        d_loss, d_terms = self.discriminator_terms(batch)
+        opt_d.zero_grad()
+        module.manual_backward(d_loss)
+        step_uncounted(module.trainer, opt_d)  # global_step counts batches, as with one optimizer
+        with module.toggled_optimizer(opt_model):  # no gradients into the discriminator from the model's loss
+            terms = self.loss(batch, step=step)
+            opt_model.zero_grad()
+            module.manual_backward(terms.loss)
+            opt_model.step()
+        terms.terms.update(d_terms)
+        return terms
