@@ -201,7 +201,7 @@ def test_second_stage_refuses_a_missing_or_foreign_first_stage_in_one_line(tmp_p
 # --- the presets, a few real batches ------------------------------------------------------------------------------
 FAST = ["trainer.limit_train_batches=3", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
         "callbacks.latent_scatter.n_images=256", "callbacks.latent_noise.std_images=64", "data.batch_size=64",
-        "++callbacks.sample_quality=null"]  # another family's scorer, in progress beside this one: not what is tested
+        "++callbacks.sample_quality=null"]  # the sample scores have their own tests; here they would only add time
 
 
 def metrics_of(run):
