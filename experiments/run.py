@@ -76,6 +76,9 @@ VARIANTS = {"superres_mnist_x4_area": ("superres_mnist", ["corruption.downsample
             "vae_conv_fashion": ("vae_conv", ["data=fashion_mnist"])}
 # Transfer matrix: denoisers trained on one dataset, each evaluated on both.
 TRANSFER = {"mnist": "denoise_mnist", "fashion_mnist": "denoise_fashion"}
+# Second stages: preset -> the preset whose best checkpoint it trains from (model.first_stage); the first stage runs
+# earlier in the same --runs-dir (alphabetical order puts it first; with --only, name both or keep the runs dir)
+SECOND_STAGES = {"vqvae_prior_mnist": "vqvae_mnist"}
 TINY = ["trainer=debug", "trainer.max_epochs=1"]
 
 
@@ -190,6 +193,8 @@ def run_job(job: Job, runs_dir: Path, tiny: bool, report_only: bool = False) -> 
     extra = (TINY + tiny_extra(job.preset)) if tiny else []
     if job.app == "aelab-eval" and tiny:
         extra = ["trainer=debug"]
+    if job.preset in SECOND_STAGES and job.app == "aelab-train":
+        extra = [*extra, f"model.first_stage={runs_dir / SECOND_STAGES[job.preset] / 'checkpoints' / 'best.ckpt'}"]
     args = [*job.args, *extra, f"hydra.run.dir={job.run_dir}"]
     job.command = [job.app, *args]
     if reuse(job, report_only):

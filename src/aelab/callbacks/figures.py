@@ -145,6 +145,9 @@ class LatentScatter(FigureCallback):
         super().__init__(every_n_epochs)
         self.n_images = n_images
 
+    def applicable(self, model) -> bool:
+        return model.capabilities.embedding is not None  # it only encodes: a code without a decoder is plotted too
+
     def draw(self, trainer, module):
         from matplotlib.figure import Figure
 
