@@ -116,5 +116,6 @@ def test_figures_that_cannot_apply_are_not_handed_to_the_trainer(tmp_path):
     assert figure_names(ConvAutoencoder((1, 14, 14), (1, 28, 28))) == {"LatentScatter", "LatentNoise", "NoiseInput"}
     assert figure_names(DenseVAE((1, 28, 28), (1, 28, 28), latent_dim=2)) == \
         {"LatentScatter", "LatentNoise", "LatentGrid", "PriorSamples", "LatentInterpolation"}
-    assert all(type(c).__name__ in ("ReconstructionGrid", "Baselines", "ModelCheckpoint", "EmbeddingProbe") or
+    assert all(type(c).__name__ in ("ReconstructionGrid", "Baselines", "ModelCheckpoint", "EmbeddingProbe",
+                                    "SampleQuality") or
                isinstance(c, figures.FigureCallback) for c in build_callbacks(callbacks, None))

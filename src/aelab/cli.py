@@ -18,7 +18,6 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-import aelab.sweep_resume  # noqa: F401  (registers ${aelab_record_subdir:}, which conf/hydra/default.yaml uses)
 from aelab.errors import AelabError
 
 WHY = {errno.ENOTDIR: "a part of that path is a file, not a folder", errno.EEXIST: "a file of that name is in the way",

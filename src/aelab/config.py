@@ -33,6 +33,14 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("aelab_first", lambda *args: next((a for a in args if a is not None), None))
     if not OmegaConf.has_resolver("aelab_unless"):  # the second argument unless the first is set (resume=DIR)
         OmegaConf.register_new_resolver("aelab_unless", lambda given, value: value if given is None else None)
+    if not OmegaConf.has_resolver("aelab_record_subdir"):  # sweep_resume=true: no .hydra/ rewrite of a skipped job
+        OmegaConf.register_new_resolver("aelab_record_subdir", _record_subdir)
+
+
+def _record_subdir(*args):
+    from aelab.sweep_resume import record_subdir  # the sweep machinery loads only when a config asks
+
+    return record_subdir(*args)
 
 
 register_resolvers()

@@ -49,7 +49,7 @@ SKIP = ("_target_", "_partial_", "data_dir", "cache_dir", "num_workers", "pin_me
         "in_memory")
 # Overrides that are not hyperparameters: where things go, how a sweep or a run is driven, what is logged
 NOT_HPARAMS = ("hydra", "paths", "logger", "callbacks", "hparams_search", "task_name", "test", "resume", "ckpt_path",
-               "fail_fast", "sweep_exit_nonzero", "threads", "optimized_metric", "train_metrics_every",
+               "fail_fast", "sweep_exit_nonzero", "sweep_resume", "threads", "optimized_metric", "train_metrics_every",
                "trainer.enable_progress_bar", "trainer.enable_model_summary", "trainer.log_every_n_steps",
                "trainer.default_root_dir")
 

@@ -113,10 +113,3 @@ def skip(job_dir: Path) -> None:
         else:
             handler.handle(record)
 
-
-def register_resolver() -> None:
-    if not OmegaConf.has_resolver("aelab_record_subdir"):
-        OmegaConf.register_new_resolver("aelab_record_subdir", record_subdir)
-
-
-register_resolver()
