@@ -50,6 +50,7 @@ def table_rows(text: str) -> dict[str, list[str]]:
     return rows
 
 
+@pytest.mark.slow
 def test_tiny_benchmark_in_process_rows(tmp_path):
     text, data = run_benchmark(tmp_path, "overhead,data,quality,gpu")
     rows = table_rows(text)

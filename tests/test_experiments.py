@@ -118,11 +118,13 @@ def test_preset_composes_with_debug_trainer(name, tmp_path):
 # latent figures and the embedding probe): they train in the slow run; every other preset, the flowers reference
 # ones included, trains in the default one
 SLOW_PRESETS = {"superres_flowers_lesson", "superres_flowers_x4_lesson"}
-# the dSprites presets share one recipe but the model (64x64 images, the metrics render and encode more images): one
-# trains here with its metrics and figures, the others in the slow run; each of their models trains a few batches
-# in tests/test_disentangle_models.py
+# the dSprites presets (64x64 images; the metrics render and encode more images) train with their metrics and figures
+# in the slow run; each of their models trains a few batches in tests/test_disentangle_models.py
 # the VQ-VAE's second stage samples its PixelCNN position by position for every figure and sampler: slow run
 SLOW_PRESETS |= {"vqvae_prior_mnist"}
+# the default suite's budget: these families' objectives and estimators have their own tests (test_families.py,
+# test_vqvae.py, test_disentangle_models.py); their presets train a few batches in the slow run
+SLOW_PRESETS |= {"vqvae_mnist", "vamp_binarized", "dsprites_beta_tcvae"}
 SLOW_PRESETS |= {"dsprites_beta_vae", "dsprites_beta4_vae", "dsprites_factorvae", "dsprites_dip_vae",
                  "dsprites_capacity_vae"}
 
@@ -165,6 +167,7 @@ def test_runner_jobs_follow_their_preset_with_the_variant_overrides():
                     "superres_mnist_x4_bilinear"]
 
 
+@pytest.mark.slow
 def test_runner_tiny_writes_results_from_metrics_json(tmp_path):
     out, runs = tmp_path / "RESULTS.md", tmp_path / "runs"
     proc = subprocess.run([sys.executable, str(RUNNER), "--tiny", "--only", "ae_conv_mnist", "--out", str(out),

@@ -48,7 +48,7 @@ def test_kid_is_the_unbiased_polynomial_mmd():
     assert abs(sq.kid(a, b, subsets=5, subset_size=400)[0]) < 0.05 * sq.kid(a, b + 1, subsets=5, subset_size=400)[0]
 
 
-# --- real MNIST in the domain feature space ------------------------------------------------------------------------
+# --- real MNIST in the domain feature space (slow run: training the feature network takes about a minute and a half)
 @pytest.fixture(scope="module")
 def mnist(data_dir, cache_dir):
     dm = MNISTDataModule(data_dir=data_dir, cache_dir=str(cache_dir))
@@ -65,6 +65,7 @@ def scored(mnist, images: torch.Tensor, seed: int = 0) -> dict[str, float]:
     return sq.score(mnist["real"], mnist["space"](images), kid_subset_size=1000, kid_subsets=20, seed=seed)
 
 
+@pytest.mark.slow
 def test_held_out_real_images_score_near_the_floor(mnist):
     s = scored(mnist, mnist["held_out"][:N])
     assert s["precision"] > 0.9 and s["recall"] > 0.9, s
@@ -74,6 +75,7 @@ def test_held_out_real_images_score_near_the_floor(mnist):
     assert s["fid"] < 0.2 * noisy["fid"] and s["kid"] < 0.2 * noisy["kid"], (s, noisy)
 
 
+@pytest.mark.slow
 def test_growing_gaussian_noise_raises_fid_monotonically(mnist):
     clean = mnist["held_out"][:N].float() / 255
     noise = torch.randn(clean.shape, generator=torch.Generator().manual_seed(1))
@@ -81,6 +83,7 @@ def test_growing_gaussian_noise_raises_fid_monotonically(mnist):
     assert all(a < b for a, b in zip(fids, fids[1:])), fids
 
 
+@pytest.mark.slow
 def test_dropping_half_of_the_classes_keeps_precision_and_halves_recall(mnist):
     keep = mnist["held_labels"] < 5
     half = mnist["held_out"][keep][:N]
@@ -90,6 +93,7 @@ def test_dropping_half_of_the_classes_keeps_precision_and_halves_recall(mnist):
     assert 0.35 < s["coverage"] < 0.65, s
 
 
+@pytest.mark.slow
 def test_an_untrained_decoder_scores_far_above_the_floor(mnist):
     from aelab.models.ae_conv import ConvAutoencoder
 
@@ -102,6 +106,7 @@ def test_an_untrained_decoder_scores_far_above_the_floor(mnist):
     assert untrained["fid"] > 20 * floor["fid"] and untrained["precision"] < 0.2, (untrained, floor)
 
 
+@pytest.mark.slow
 def test_a_fixed_seed_gives_the_same_numbers_twice(mnist):
     images = mnist["held_out"][N:2 * N]
     assert scored(mnist, images, seed=3) == scored(mnist, images, seed=3)

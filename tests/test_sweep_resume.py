@@ -52,6 +52,7 @@ def snapshot(folder: Path) -> dict[str, tuple[int, bytes]]:
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+@pytest.mark.slow
 def test_a_sweep_killed_midway_reruns_only_what_did_not_succeed(tmp_path):
     sweep = tmp_path / "grid"
     kill_after(aelab_train(*GRID, f"hydra.sweep.dir={sweep}", wait=False), sweep, succeeded=1)
