@@ -57,6 +57,12 @@ def run_app_inprocess(overrides: list[str], output_dir: Path, config_name: str =
     return run_app(task, cfg, f"aelab-{config_name}")
 
 
+def snapshot(folder: Path) -> dict[str, tuple[int, bytes]]:
+    """Every file under folder with its modification time and bytes: equal snapshots mean nothing was written."""
+    return {str(p.relative_to(folder)): (p.stat().st_mtime_ns, p.read_bytes())
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
 @pytest.fixture
 def run_train(tmp_path):
     """run_train(overrides, name="run") -> run directory after an in-process aelab-train."""

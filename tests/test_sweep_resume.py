@@ -19,7 +19,7 @@ from aelab.compare import collect_jobs, compare
 from aelab.errors import ConfigError
 from aelab.sweep import _continued
 from aelab.sweep_resume import check_sweep_dir
-from conftest import run_app_inprocess
+from conftest import run_app_inprocess, snapshot
 
 BIN = Path(sys.executable).parent
 GRID = ["seed=1,2,3", "trainer=debug", "callbacks=none", "test=false", "logger=none"]
@@ -46,10 +46,6 @@ def kill_after(process, sweep: Path, succeeded: int, limit_s: float = 900) -> No
     os.killpg(process.pid, signal.SIGKILL)
     process.wait(timeout=60)
 
-
-def snapshot(folder: Path) -> dict[str, tuple[int, bytes]]:
-    return {str(p.relative_to(folder)): (p.stat().st_mtime_ns, p.read_bytes())
-            for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 @pytest.mark.slow

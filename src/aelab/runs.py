@@ -10,6 +10,7 @@ which jobs failed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -32,6 +33,7 @@ from omegaconf import DictConfig, OmegaConf
 from aelab.config import REPO_ROOT
 from aelab.errors import AelabError
 from aelab.files import write_json_atomic  # noqa: F401  (scripts import it from here)
+from aelab.bench import check_run_mode
 from aelab.sweep_resume import RUN, check_mode, outcome, skip
 
 log = logging.getLogger("aelab")
@@ -74,6 +76,33 @@ def environment() -> dict:
 
 def finite(metrics: dict) -> dict:
     return {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)}
+
+
+COST_FILE = "cost.json"
+
+
+class RunCost:
+    """`cost.json` beside metrics.json: what the run cost, kept apart from the metrics so that a seeded run repeats
+    its metrics exactly: the model's parameters (all, and those the optimiser trains) and the seconds fit and test
+    took. A resumed run adds its fit time to the interrupted attempt's as recorded (a SIGKILLed attempt records none)."""
+
+    def __init__(self, run_dir: str | Path, model, resumed: bool = False):
+        self.file = Path(run_dir) / COST_FILE
+        earlier = (read_json(self.file) or {}) if resumed else {}
+        params = list(model.parameters())
+        self.record = {"parameters": sum(p.numel() for p in params),
+                       "trained_parameters": sum(p.numel() for p in params if p.requires_grad),
+                       "fit_seconds": float(earlier.get("fit_seconds") or 0.0)}
+        write_json_atomic(self.file, self.record)
+
+    @contextlib.contextmanager
+    def timed(self, key: str):
+        start = time.monotonic()
+        try:
+            yield
+        finally:
+            self.record[key] = self.record.get(key, 0.0) + time.monotonic() - start
+            write_json_atomic(self.file, self.record)
 
 
 class RunDir:
@@ -184,6 +213,7 @@ def run_app(task: Callable[[DictConfig, RunDir], Any], cfg: DictConfig, app: str
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     try:
         check_mode(cfg, multirun)
+        check_run_mode(hydra_cfg.runtime.choices.get("benchmark"), multirun)
         cfg = prepare(cfg) if prepare is not None else cfg
         recorded = outcome(cfg, run.path) if multirun and cfg.get("sweep_resume") else RUN
     except AelabError as error:  # refused before the run starts: the directory (a run to resume) stays as it was

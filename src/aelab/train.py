@@ -38,6 +38,7 @@ def train(cfg: DictConfig, run) -> RunResult:
     from aelab.loggers import start_run
     from aelab.module import AutoencoderModule
     from aelab.optim import build_optimisation
+    from aelab.runs import RunCost
     from aelab.sweep import configure_job
     from aelab.terms import write_terms
 
@@ -62,12 +63,15 @@ def train(cfg: DictConfig, run) -> RunResult:
     start_run(trainer, cfg, HydraConfig.get(), parts.model)
     write_terms(run.path, parts.model)  # what aelab-compare and the results report read the model's terms from
 
-    trainer.fit(module, datamodule=parts.datamodule, ckpt_path=cfg.get("ckpt_path"))
+    cost = RunCost(run.path, parts.model, resumed=bool(cfg.get("resume")))
+    with cost.timed("fit_seconds"):
+        trainer.fit(module, datamodule=parts.datamodule, ckpt_path=cfg.get("ckpt_path"))
     metrics = collect_metrics(trainer)
     check_no_nan(metrics)
     if cfg.get("test"):
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-        trainer.test(module, datamodule=parts.datamodule, ckpt_path=best or None, weights_only=True)
+        with cost.timed("test_seconds"):
+            trainer.test(module, datamodule=parts.datamodule, ckpt_path=best or None, weights_only=True)
         metrics.update(collect_metrics(trainer, prefixes=("test/",)))
     return RunResult(metrics, parts, module, trainer)
 

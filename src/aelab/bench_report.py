@@ -1,0 +1,216 @@
+"""The benchmark report, built from run directories only (what aelab-bench writes after every run, and
+`aelab-bench --report DIR` writes of any folder of jobs, finished or not).
+
+One row per setting (every override of a job but its seed: model, data, and whatever else the grid varies); each
+metric is the mean and sample standard deviation over the row's succeeded seeds, with their number. The best mean of
+a column is marked (higher or lower by the metric's direction: the model's declared terms, else aelab-compare's
+rule). Beside the metrics: parameters and fit seconds from each job's cost.json. Written to DIR/benchmark/:
+BENCHMARK.md, BENCHMARK.json (every metric, not only the table's), quality_vs_time.png,
+samples_vs_reconstruction.png, and tensorboard/ (one HPARAMS session per row: tensorboard --logdir DIR/benchmark).
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+from aelab.compare import Job, auto_mode, collect_jobs, natural, problems
+from aelab.files import write_atomic, write_json_atomic
+from aelab.runs import COST_FILE, read_json
+
+NOT_A_SETTING = ("seed", "benchmark", "sweep_resume")  # what the rows average over, or do not differ by
+SAMPLERS = ("prior", "gaussian", "gmm")  # aelab.callbacks.samples: each sampler's set of generated images
+# The table's columns (BENCHMARK.json has every metric): (metric, heading, digits); shown when any row has it
+COLUMNS = (
+    ("test/psnr", "PSNR dB", 2), ("test/ssim", "SSIM", 3), ("test/psnr_baseline", "baseline PSNR", 2),
+    ("test/nll", "NLL nats", 2),
+    ("test/fid_recon", "FID recon", 1), ("test/fid_prior", "FID prior", 1), ("test/fid_gaussian", "FID gauss", 1),
+    ("test/fid_gmm", "FID GMM", 1), ("test/precision_gmm", "precision GMM", 3), ("test/recall_gmm", "recall GMM", 3),
+    ("test/probe_linear_100", "linear probe", 3), ("test/probe_knn_100", "k-NN probe", 3),
+    ("test/mig", "MIG", 3), ("test/dci_disentanglement", "DCI", 3), ("test/sap", "SAP", 3),
+    ("test/factorvae_score", "FactorVAE score", 3),
+)
+NOT_RANKED = {"test/psnr_baseline"}  # the task's baseline: a scale to read the row against, not a contestant
+COST = (("parameters", "params", 0), ("fit_seconds", "fit s", 0))  # a model's parameters do not vary by seed
+
+
+def setting(job: Job) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted((k, v) for k, v in job.overrides.items() if k not in NOT_A_SETTING))
+
+
+def best_fid(job: Job) -> float | None:
+    """The FID of the job's best sampler (the one each model is best sampled with)."""
+    values = [v for s in SAMPLERS if (v := job.value(f"test/fid_{s}")) is not None]
+    return min(values) if values else None
+
+
+def spread(values: list[float]) -> dict:
+    values = [v for v in values if v is not None and math.isfinite(v)]
+    if not values:
+        return {"mean": None, "std": None, "n": 0}
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else None,
+            "n": len(values)}
+
+
+def build_rows(jobs: list[Job]) -> list[dict]:
+    grouped: dict[tuple, list[Job]] = defaultdict(list)
+    for job in jobs:
+        grouped[setting(job)].append(job)
+    rows = []
+    for key, members in sorted(grouped.items(), key=lambda kv: natural(" ".join(f"{k}={v}" for k, v in kv[0]))):
+        done = [j for j in members if j.state == "succeeded"]
+        names = sorted({m for j in done for m in j.metrics})
+        costs = [read_json(j.path / COST_FILE) or {} for j in done]
+        rows.append({
+            "setting": dict(key),
+            "name": ",".join(f"{k}={v}" for k, v in key) or "(no overrides)",
+            "seeds": sorted((j.overrides.get("seed", "-") for j in done), key=natural),
+            "jobs": len(members), "succeeded": len(done),
+            "metrics": {m: spread([j.value(m) for j in done]) for m in names},
+            "best_fid": spread([best_fid(j) for j in done]),
+            "cost": {c: spread([cost.get(c) for cost in costs]) for c, _, _ in COST},
+        })
+    return rows
+
+
+def mark_best(rows: list[dict], jobs: list[Job]) -> dict[str, str]:
+    """metric -> the name of the row with the best mean, where one row has it."""
+    best = {}
+    for metric, _, _ in COLUMNS:
+        if metric in NOT_RANKED:
+            continue
+        scored = [(r["metrics"][metric]["mean"], r["name"]) for r in rows
+                  if r["metrics"].get(metric, {}).get("mean") is not None]
+        if len(scored) > 1:
+            pick = max if auto_mode(metric, jobs) == "max" else min
+            top = pick(v for v, _ in scored)
+            winners = [name for v, name in scored if v == top]
+            if len(winners) == 1:  # a tie (every model at precision 0, say) marks nothing
+                best[metric] = winners[0]
+    return best
+
+
+def cell(stat: dict | None, digits: int, bold: bool = False) -> str:
+    if not stat or stat.get("mean") is None:
+        return "–"
+    text = f"{stat['mean']:.{digits}f}"
+    if stat.get("std") is not None:
+        text += f" ± {stat['std']:.{digits}f}"
+    return f"**{text}**" if bold else text
+
+
+def table(rows: list[dict], best: dict[str, str]) -> str:
+    keys = list(dict.fromkeys(k for r in rows for k in r["setting"]))
+    shown = [c for c in COLUMNS if any(c[0] in r["metrics"] for r in rows)]
+    header = [*keys, "seeds", *[h for _, h, _ in COST], *[h for _, h, _ in shown]]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in rows:
+        cells = [r["setting"].get(k, "–") for k in keys]
+        cells.append(f"{r['succeeded']}" + (f" of {r['jobs']}" if r["succeeded"] < r["jobs"] else ""))
+        cells += [cell({**r["cost"][c], "std": None} if c == "parameters" else r["cost"][c], d) for c, _, d in COST]
+        cells += [cell(r["metrics"].get(m), d, best.get(m) == r["name"]) for m, _, d in shown]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def feature_spaces(jobs: list[Job]) -> list[str]:
+    """Each feature space the jobs' sample-quality metrics were computed in, with its test accuracy and the FID
+    floor (held-out real images against the test split) over the jobs scored in it."""
+    spaces: dict[str, dict] = {}
+    floors: dict[str, list] = defaultdict(list)
+    for job in jobs:
+        space = (read_json(job.path / "sample_quality.json") or {}).get("feature_space") or {}
+        if space.get("name"):
+            spaces.setdefault(space["name"], space)
+            floors[space["name"]].append(job.value("test/fid_floor"))
+    out = []
+    for name, space in spaces.items():
+        accuracy = space.get("test_accuracy")
+        text = f"`{name}` ({space.get('kind', 'features')} of {space.get('dataset')}"
+        text += f", test accuracy {accuracy:.4f})" if isinstance(accuracy, (int, float)) else ")"
+        floor = spread(floors[name])
+        if floor["mean"] is not None:
+            text += f", where held-out real images score FID {cell(floor, 2)} against the test split"
+        out.append(text)
+    return out
+
+
+def plot(out: Path, rows: list[dict]) -> list[Path]:
+    from aelab.compare import _pyplot
+
+    plt = _pyplot()
+    written = []
+    views = (("quality_vs_time.png", lambda r: r["cost"]["fit_seconds"], "fit seconds (mean over seeds)",
+              lambda r: r["metrics"].get("test/psnr"), "test PSNR dB"),
+             ("samples_vs_reconstruction.png", lambda r: r["metrics"].get("test/psnr"), "test PSNR dB",
+              lambda r: r["best_fid"], "FID of the best sampler (lower is better)"))
+    for name, xs, xlabel, ys, ylabel in views:
+        points = [(xs(r), ys(r), r) for r in rows]
+        points = [(x, y, r) for x, y, r in points if x and y and x.get("mean") is not None
+                  and y.get("mean") is not None]
+        if not points:
+            continue
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for x, y, r in points:
+            ax.errorbar(x["mean"], y["mean"], xerr=x["std"] or 0, yerr=y["std"] or 0, fmt="o", capsize=3)
+            label = r["setting"].get("model") or r["name"]
+            ax.annotate(label, (x["mean"], y["mean"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_title(f"{len(points)} settings, mean ± std over seeds")
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        path = out / name
+        write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=100))
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def write_hparams(out: Path, rows: list[dict]) -> Path:
+    """One TensorBoard HPARAMS session per row: its setting and seed count as hyperparameters, every metric's mean
+    and std (bench/<metric>_mean, _std) as its metrics. Rewritten whole on every report."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    folder = out / "tensorboard"
+    shutil.rmtree(folder, ignore_errors=True)
+    with SummaryWriter(str(folder)) as writer:
+        for r in rows:
+            values = {f"bench/{m}_{k}": s[k] for m, s in {**r["metrics"], **r["cost"]}.items()
+                      for k in ("mean", "std") if s.get(k) is not None}
+            if values:
+                writer.add_hparams({**r["setting"], "seeds": r["succeeded"]}, values, run_name=r["name"])
+    return folder
+
+
+def write_report(folder: Path, out: Path | None = None) -> dict:
+    folder = Path(folder)
+    out = Path(out) if out is not None else folder / "benchmark"
+    jobs = [j for j in collect_jobs(folder) if out not in j.path.parents]
+    rows = build_rows(jobs)
+    best = mark_best(rows, jobs)
+    issues = problems(jobs)
+    succeeded = sum(j.state == "succeeded" for j in jobs)
+    md = [f"# Benchmark: {folder.name}", "",
+          f"{succeeded} of {len(jobs)} jobs succeeded, in {len(rows)} settings; each cell is the mean ± sample "
+          "standard deviation over the setting's succeeded seeds (none with one seed); the best mean of a column is "
+          "in bold. `aelab-bench --report DIR` rebuilds this file from the run directories.", "",
+          table(rows, best)]
+    spaces = feature_spaces(jobs)
+    if spaces:
+        md += ["", "Sample quality (FID, precision, recall) in the feature space of " + "; ".join(spaces) + "."]
+    if issues:
+        md += ["", "## Not succeeded", "", *[f"- {p}" for p in issues]]
+    out.mkdir(parents=True, exist_ok=True)
+    files = [out / "BENCHMARK.md", out / "BENCHMARK.json"]
+    write_atomic(files[0], lambda f: f.write("\n".join(md) + "\n"), binary=False)
+    write_json_atomic(files[1], {"folder": str(folder), "jobs": len(jobs), "succeeded": succeeded, "rows": rows,
+                                 "best": best, "problems": issues, "feature_spaces": spaces})
+    files += plot(out, rows)
+    files.append(write_hparams(out, rows))
+    summary = f"{folder}: {succeeded} of {len(jobs)} jobs succeeded in {len(rows)} settings"
+    return {"rows": rows, "best": best, "problems": issues, "files": files, "summary": summary,
+            "markdown": "\n".join(md)}

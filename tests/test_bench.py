@@ -1,0 +1,197 @@
+"""aelab-bench: named benchmarks run as one resumable multirun and report mean +- std over seeds.
+
+The report is checked on run directories whose numbers are known (written here), the runner on real runs: a grid
+killed midway and rerun finishes with no job run twice, and a failed job is listed while the others are reported.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from omegaconf import OmegaConf
+
+from aelab.bench import benchmarks, main as bench_main
+from aelab.bench_report import write_report
+from aelab.compare import collect_jobs
+from aelab.config import CONFIG_DIR
+from aelab.sweep_resume import NOT_COMPARED
+from conftest import compose_cfg, snapshot
+
+BIN = Path(sys.executable).parent
+
+
+def fake_job(root: Path, overrides: list[str], metrics: dict, state: str = "succeeded", **cost) -> Path:
+    """A run directory as aelab-train leaves it, with known numbers."""
+    job = root / ",".join(overrides)
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    (job / "status.json").write_text(json.dumps({"state": state, "error": "boom" if state == "failed" else None}))
+    if state == "succeeded":
+        (job / "metrics.json").write_text(json.dumps(metrics))
+    (job / "cost.json").write_text(json.dumps(cost))
+    return job
+
+
+def test_report_rows_are_mean_and_sample_std_over_seeds_with_the_best_marked(tmp_path):
+    root = tmp_path / "bench"
+    psnr = {"ae": [20.0, 21.0, 23.0], "vae": [18.0, 19.0]}
+    for model, values in psnr.items():
+        for seed, value in enumerate(values):
+            fake_job(root, [f"model={model}", f"seed={seed}", "benchmark=b"],
+                     {"test/psnr": value, "test/fid_gmm": 10.0 + seed if model == "vae" else 30.0,
+                      "test/fid_prior": 5.0 if model == "vae" else float("nan")},
+                     parameters=100 if model == "ae" else 200, fit_seconds=10.0 * (seed + 1))
+    fake_job(root, ["model=vae", "seed=2", "benchmark=b"], {}, state="failed")
+    report = write_report(root)
+    rows = {r["setting"]["model"]: r for r in report["rows"]}
+    assert set(rows) == {"ae", "vae"}  # the seed and the benchmark's name are not settings
+    ae, vae = rows["ae"], rows["vae"]
+    assert (ae["succeeded"], ae["jobs"], vae["succeeded"], vae["jobs"]) == (3, 3, 2, 3)
+    assert ae["metrics"]["test/psnr"]["mean"] == pytest.approx(64 / 3)
+    assert ae["metrics"]["test/psnr"]["std"] == pytest.approx(statistics.stdev([20.0, 21.0, 23.0]))
+    assert vae["metrics"]["test/psnr"] == pytest.approx({"mean": 18.5, "std": 0.7071067811865476, "n": 2})
+    assert ae["cost"]["fit_seconds"]["mean"] == pytest.approx(20.0)
+    # the best sampler's FID per job: min(fid_gmm, fid_prior) = 5 for the VAE; the AE has only its GMM
+    assert vae["best_fid"]["mean"] == 5.0 and ae["best_fid"]["mean"] == 30.0
+    assert report["best"]["test/psnr"] == ae["name"]  # higher is better
+    assert report["best"]["test/fid_gmm"] == vae["name"]  # lower is better
+    md = (root / "benchmark" / "BENCHMARK.md").read_text()
+    assert "| ae | 3 | 100 | 20 ± 10 | **21.33 ± 1.53** |" in md
+    assert "| vae | 2 of 3 | 200 | 15 ± 7 | 18.50 ± 0.71 |" in md
+    assert "- model=vae,seed=2,benchmark=b: failed: boom" in md
+    written = json.loads((root / "benchmark" / "BENCHMARK.json").read_text())
+    assert written["succeeded"] == 5 and written["jobs"] == 6
+    assert {p.name for p in report["files"]} >= {"quality_vs_time.png", "samples_vs_reconstruction.png",
+                                                  "tensorboard"}
+    assert list((root / "benchmark" / "tensorboard").rglob("events.out.tfevents.*"))  # the HPARAMS sessions
+    again = write_report(root)  # rebuilt from the same folders: the same rows, its own output not read as jobs
+    assert again["rows"] == report["rows"]
+
+
+def test_a_tie_marks_no_best_and_one_seed_has_no_spread(tmp_path):
+    root = tmp_path / "bench"
+    fake_job(root, ["model=a", "seed=0"], {"test/precision_gmm": 0.0, "test/psnr": 10.0})
+    fake_job(root, ["model=b", "seed=0"], {"test/precision_gmm": 0.0, "test/psnr": 11.0})
+    report = write_report(root)
+    assert "test/precision_gmm" not in report["best"] and report["best"]["test/psnr"] == "model=b"
+    assert all(r["metrics"]["test/psnr"]["std"] is None for r in report["rows"])
+    assert "| a | 1 | – | – | 10.00 |" in (root / "benchmark" / "BENCHMARK.md").read_text()
+
+
+def test_every_benchmark_composes_and_names_real_models_and_data():
+    assert "mnist_families" in benchmarks()
+    for name in benchmarks():
+        cfg = compose_cfg([f"benchmark={name}"])
+        params = dict(cfg.hydra.sweeper.params)
+        assert {"model", "seed"} <= set(params), name
+        for group in ("model", "data"):
+            for option in str(params.get(group, "")).split(","):
+                if option:
+                    assert (CONFIG_DIR / group / f"{option}.yaml").is_file(), f"{name}: {group}={option}"
+        assert str(cfg.hydra.sweep.dir).endswith(f"bench/{name}")
+        assert OmegaConf.to_container(cfg.hydra.sweep)["subdir"] == "${hydra.job.override_dirname}"
+        # what a job's folder name leaves out is exactly what sweep_resume does not compare (and the name)
+        excluded = set(cfg.hydra.job.config.override_dirname.exclude_keys)
+        assert excluded - {"benchmark"} <= set(NOT_COMPARED)
+
+
+@pytest.mark.parametrize("argv, message", [
+    ([], "aelab-bench: error: no benchmark=NAME given; the benchmarks are ['mnist_families'"),
+    (["benchmark=nope"], "aelab-bench: error: benchmark=nope is not a benchmark; expected one of ['mnist_families'"),
+])
+def test_a_missing_or_unknown_benchmark_is_one_line(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        bench_main(argv)
+    assert exit_.value.code == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(message) and len(err.splitlines()) == 1, err
+
+
+def test_report_of_a_folder_without_jobs_is_one_line(tmp_path, capsys):
+    assert bench_main(["--report", str(tmp_path)]) == 1
+    assert capsys.readouterr().err.strip() == f"aelab-bench: error: no job directories (with status.json) under " \
+                                              f"{tmp_path}"
+
+
+def test_aelab_train_refuses_a_benchmark_without_multirun(tmp_path):
+    done = subprocess.run([str(BIN / "aelab-train"), "benchmark=mnist_families", f"hydra.run.dir={tmp_path / 'r'}"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == (
+        "aelab-train: error: benchmark=mnist_families is a multirun: aelab-bench benchmark=mnist_families (or "
+        "aelab-train -m benchmark=mnist_families, which writes no report)")
+    assert not (tmp_path / "r" / "metrics.json").exists()
+
+
+def test_a_run_records_its_cost_apart_from_its_metrics(run_train):
+    run = run_train(["model=ae_dense", "callbacks=none", "logger=none"])
+    cost = json.loads((run / "cost.json").read_text())
+    from aelab.build import build_parts
+    from aelab.config import compose
+
+    model = build_parts(compose(["model=ae_dense"])).model
+    assert cost["parameters"] == cost["trained_parameters"] == sum(p.numel() for p in model.parameters())
+    assert cost["fit_seconds"] > 0 and cost["test_seconds"] > 0
+    assert not {"parameters", "fit_seconds"} & set(json.loads((run / "metrics.json").read_text()))
+
+
+GRID = ["benchmark=mnist_families", "model=ae_dense,vae_dense", "seed=0,1", "trainer=debug", "callbacks=none",
+        "logger=none"]
+
+
+def bench(*args: str, wait: bool = True):
+    command = [str(BIN / "aelab-bench"), *args]
+    if wait:
+        return subprocess.run(command, capture_output=True, text=True, timeout=1800)  # a hang, not a timing
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+
+@pytest.mark.slow
+def test_a_benchmark_killed_midway_resumes_with_no_job_run_twice_and_reports_a_failed_one(tmp_path):
+    sweep = tmp_path / "bench"
+    process = bench(*GRID, f"hydra.sweep.dir={sweep}", wait=False)
+    deadline = time.monotonic() + 900
+    while sum(j.state == "succeeded" for j in collect_jobs(sweep)) < 1:
+        assert process.poll() is None, "the benchmark ended before it could be killed"
+        assert time.monotonic() < deadline, "no succeeded job in 900 s"
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=60)
+    done_before = sorted(j.name for j in collect_jobs(sweep) if j.state == "succeeded")
+    assert 1 <= len(done_before) < 4, done_before
+    kept = {name: snapshot(sweep / name) for name in done_before}
+
+    rerun = bench(*GRID, f"hydra.sweep.dir={sweep}")
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert f"aelab-bench: resuming {sweep}" in rerun.stdout
+    for name in done_before:  # skipped: not a byte, not a timestamp changed
+        assert snapshot(sweep / name) == kept[name], name
+    jobs = collect_jobs(sweep)
+    assert sorted(j.name for j in jobs if j.state == "succeeded") == [
+        f"callbacks=none,data=mnist,logger=none,model={m},seed={s},trainer=debug"
+        for m in ("ae_dense", "vae_dense") for s in (0, 1)]  # a job's folder is its setting
+    md = (sweep / "benchmark" / "BENCHMARK.md").read_text()
+    assert "4 of 4 jobs succeeded, in 2 settings" in md
+    assert md.count("| debug | 2 |") == 2  # two seeds in each row
+
+    # a wider grid into the same folder: the four are skipped, the VQ prior fails (no first stage), and the
+    # report still holds the others
+    wider = bench(*[o if not o.startswith("model=") else "model=ae_dense,vae_dense,vqvae_prior" for o in GRID],
+                  f"hydra.sweep.dir={sweep}")
+    assert wider.returncode == 0, wider.stderr[-3000:]
+    assert wider.stdout.count("succeeded with this config: skipped") + wider.stderr.count(
+        "succeeded with this config: skipped") == 4
+    md = (sweep / "benchmark" / "BENCHMARK.md").read_text()
+    assert "4 of 6 jobs succeeded, in 3 settings" in md
+    assert "failed: model.first_stage is not set" in md
+    assert "| none | mnist | none | vqvae_prior | debug | 0 of 2 |" in md
