@@ -10,15 +10,6 @@ import platform
 from pathlib import Path
 
 
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo (Linux), else what platform reports."""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
-
-
 def memory() -> str:
     with contextlib.suppress(OSError, IndexError, ValueError):
         kb = int(Path("/proc/meminfo").read_text().split("MemTotal:")[1].split()[0])
@@ -36,7 +27,7 @@ def machine_info() -> dict:
     env = environment()
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return {"date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "platform": env["platform"], "cpu": cpu_model(), "cores": os.cpu_count(), "usable_cores": usable,
+            "platform": env["platform"], "cpu": env["cpu"], "cores": env["cores"], "usable_cores": usable,
             "memory": memory(), "torch_threads": torch.get_num_threads(),
             "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else "none",
             "libc": " ".join(platform.libc_ver()), "python": env["python"], "packages": env["packages"],

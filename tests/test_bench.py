@@ -73,6 +73,7 @@ def test_report_rows_are_mean_and_sample_std_over_seeds_with_the_best_marked(tmp
     assert {p.name for p in report["files"]} >= {"quality_vs_time.png", "samples_vs_reconstruction.png",
                                                   "tensorboard"}
     assert list((root / "benchmark" / "tensorboard").rglob("events.out.tfevents.*"))  # the HPARAMS sessions
+    assert "- command: `(no multirun.yaml: the command is not recorded)`" in md
     again = write_report(root)  # rebuilt from the same folders: the same rows, its own output not read as jobs
     assert again["rows"] == report["rows"]
 
@@ -85,6 +86,21 @@ def test_a_tie_marks_no_best_and_one_seed_has_no_spread(tmp_path):
     assert "test/precision_gmm" not in report["best"] and report["best"]["test/psnr"] == "model=b"
     assert all(r["metrics"]["test/psnr"]["std"] is None for r in report["rows"])
     assert "| a | 1 | – | – | 10.00 |" in (root / "benchmark" / "BENCHMARK.md").read_text()
+
+
+def test_provenance_names_the_command_commit_machine_and_time(tmp_path):
+    root = tmp_path / "bench"
+    for seed, (start, end) in enumerate([(1000.0, 1600.0), (1700.0, 2900.0)]):
+        job = fake_job(root, ["model=a", f"seed={seed}"], {"test/psnr": 1.0})
+        (job / "status.json").write_text(json.dumps({"state": "succeeded", "started": start, "updated": end}))
+        (job / "environment.json").write_text(json.dumps({"git_commit": "abc123", "cpu": "Some CPU", "cores": 2}))
+    (root / "multirun.yaml").write_text(yaml.safe_dump(
+        {"hydra": {"overrides": {"task": ["benchmark=b", "model=a", "seed=0,1", "sweep_resume=true"]}}}))
+    md = write_report(root)["markdown"]
+    assert "- command: `aelab-bench benchmark=b model=a seed=0,1`" in md  # the resume switch is aelab-bench's own
+    assert "- commit: abc123" in md and "- machine: Some CPU, 2 logical CPUs" in md
+    assert "- time: 30 min of job wall time in all (fit, test and the test-time metrics), 32 min from the first " \
+           "job's start to the last one's end" in md
 
 
 def test_every_benchmark_composes_and_names_real_models_and_data():

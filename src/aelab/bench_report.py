@@ -138,6 +138,41 @@ def feature_spaces(jobs: list[Job]) -> list[str]:
     return out
 
 
+def provenance(folder: Path, jobs: list[Job]) -> dict:
+    """The command that runs (and resumes) the grid, the commits and machines its jobs ran on, and their time: the
+    sum of every job's wall time and the span from the first start to the last end (status.json)."""
+    multirun = read_json_or_yaml(folder / "multirun.yaml")
+    task = ((multirun.get("hydra") or {}).get("overrides") or {}).get("task") or []
+    envs = [read_json(j.path / "environment.json") or {} for j in jobs]
+    statuses = [read_json(j.path / "status.json") or {} for j in jobs]
+    timed = [(s["started"], s["updated"]) for s in statuses if isinstance(s.get("started"), (int, float))
+             and isinstance(s.get("updated"), (int, float))]
+    return {"command": " ".join(["aelab-bench", *[t for t in task if not t.startswith("sweep_resume=")]]) if task
+            else None,
+            "commits": sorted({e["git_commit"] for e in envs if e.get("git_commit")}),
+            "machines": sorted({f"{e.get('cpu', '?')}, {e.get('cores', '?')} logical CPUs" for e in envs if e}),
+            "job_seconds": sum(b - a for a, b in timed) if timed else None,
+            "span_seconds": max(b for _, b in timed) - min(a for a, _ in timed) if timed else None}
+
+
+def read_json_or_yaml(path: Path) -> dict:
+    import yaml
+
+    try:
+        return yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return {}
+
+
+def provenance_lines(p: dict) -> list[str]:
+    hours = lambda s: f"{s / 60:.0f} min" if s is not None else "–"  # noqa: E731
+    return [f"- command: `{p['command'] or '(no multirun.yaml: the command is not recorded)'}`",
+            f"- commit{'s' if len(p['commits']) > 1 else ''}: {', '.join(p['commits']) or 'not recorded'}",
+            f"- machine{'s' if len(p['machines']) > 1 else ''}: {'; '.join(p['machines']) or 'not recorded'}",
+            f"- time: {hours(p['job_seconds'])} of job wall time in all (fit, test and the test-time metrics), "
+            f"{hours(p['span_seconds'])} from the first job's start to the last one's end"]
+
+
 def plot(out: Path, rows: list[dict]) -> list[Path]:
     from aelab.compare import _pyplot
 
@@ -199,6 +234,8 @@ def write_report(folder: Path, out: Path | None = None) -> dict:
           "standard deviation over the setting's succeeded seeds (none with one seed); the best mean of a column is "
           "in bold. `aelab-bench --report DIR` rebuilds this file from the run directories.", "",
           table(rows, best)]
+    origin = provenance(folder, jobs)
+    md += ["", *provenance_lines(origin)]
     spaces = feature_spaces(jobs)
     if spaces:
         md += ["", "Sample quality (FID, precision, recall) in the feature space of " + "; ".join(spaces) + "."]
@@ -208,7 +245,8 @@ def write_report(folder: Path, out: Path | None = None) -> dict:
     files = [out / "BENCHMARK.md", out / "BENCHMARK.json"]
     write_atomic(files[0], lambda f: f.write("\n".join(md) + "\n"), binary=False)
     write_json_atomic(files[1], {"folder": str(folder), "jobs": len(jobs), "succeeded": succeeded, "rows": rows,
-                                 "best": best, "problems": issues, "feature_spaces": spaces})
+                                 "best": best, "problems": issues, "feature_spaces": spaces,
+                                 "provenance": origin})
     files += plot(out, rows)
     files.append(write_hparams(out, rows))
     summary = f"{folder}: {succeeded} of {len(jobs)} jobs succeeded in {len(rows)} settings"

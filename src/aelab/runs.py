@@ -63,6 +63,15 @@ def git_commit() -> str | None:
         return None
 
 
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (Linux), else what platform reports."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown CPU"
+
+
 def environment() -> dict:
     versions = {}
     for name in PACKAGES:
@@ -70,8 +79,8 @@ def environment() -> dict:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = None
-    return {"python": platform.python_version(), "platform": platform.platform(), "packages": versions,
-            "git_commit": git_commit(), "argv": sys.argv}
+    return {"python": platform.python_version(), "platform": platform.platform(), "cpu": cpu_model(),
+            "cores": os.cpu_count(), "packages": versions, "git_commit": git_commit(), "argv": sys.argv}
 
 
 def finite(metrics: dict) -> dict:
