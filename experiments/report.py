@@ -330,9 +330,10 @@ def carried_lines(carried: dict | None, jobs: list, machine: dict) -> list[str]:
 
 
 def results_markdown(jobs: list, transfer: list, machine: dict, tiny: bool, started, superres: dict,
-                     transfer_data: list[str], carried: dict | None = None) -> str:
+                     transfer_data: list[str], carried: dict | None = None,
+                     cross_domain: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())) -> str:
     """RESULTS.md; `superres`: (data, factor, mode) -> job name; `transfer_data`: the transfer matrix's datasets;
-    `carried`: what run.py --merge carried over (see results_json)."""
+    `carried`: what run.py --merge carried over (see results_json); `cross_domain`: (presets, portraits folders)."""
     out = ["# Experiment results", "",
            f"Written by `python experiments/run.py{' --tiny' if tiny else ''}` on "
            f"{started:%Y-%m-%d %H:%M} (local time); every number is read from the run's `metrics.json` (all of "
@@ -361,6 +362,9 @@ def results_markdown(jobs: list, transfer: list, machine: dict, tiny: bool, star
     out += ["## Commands", "", "Each job ran as below, plus `hydra.run.dir=<its run directory>`:", ""]
     out += [f"- {job.name}: `{short_command(job)}`" for job in jobs + transfer if job.command]
     out += [""] + transfer_section(transfer, transfer_data) + [""] + superres_section(jobs, superres)
+    from experiments.portraits import cross_domain_section
+
+    out += [""] + cross_domain_section(jobs, transfer, *cross_domain)
     failed = [j for j in jobs + transfer if j.state != "succeeded"]
     if failed:
         out += ["", "## Failures", ""] + [f"- {j.name}: {j.state}: {j.error}" for j in failed]

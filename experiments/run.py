@@ -38,6 +38,7 @@ from aelab.config import CONFIG_DIR  # noqa: E402  (after the sys.path line, as 
 from aelab.runs import read_json, write_json_atomic  # noqa: E402
 from aelab.terms import metric_names, read_terms, recorded_terms  # noqa: E402
 from experiments.common import machine_info  # noqa: E402
+from experiments.portraits import FOLDERS as PORTRAITS  # noqa: E402
 from experiments.report import results_json, results_markdown  # noqa: E402
 
 # Run order of the presets known when this was written (cheap, lesson-order ones first); any other preset follows,
@@ -76,6 +77,10 @@ VARIANTS = {"superres_mnist_x4_area": ("superres_mnist", ["corruption.downsample
             "vae_conv_fashion": ("vae_conv", ["data=fashion_mnist"])}
 # Transfer matrix: denoisers trained on one dataset, each evaluated on both.
 TRANSFER = {"mnist": "denoise_mnist", "fashion_mnist": "denoise_fashion"}
+# Cross-domain: the flowers super-resolution presets, each also tested on real portraits (experiments/portraits.py,
+# scikit-image's photographs) against bicubic upsampling, for the lesson's "data-specific" claim
+CROSS_DOMAIN = ("superres_flowers", "superres_flowers_x4", "superres_flowers_lesson", "superres_flowers_x4_lesson")
+PORTRAIT_EVAL = ["data=image_folder", "data.test_fraction=0.5", "data.batch_size=16"]  # half of each folder, seeded
 # Second stages: preset -> the preset whose best checkpoint it trains from (model.first_stage); the first stage runs
 # earlier in the same --runs-dir (alphabetical order puts it first; with --only, name both or keep the runs dir)
 SECOND_STAGES = {"vqvae_prior_mnist": "vqvae_mnist"}
@@ -142,6 +147,28 @@ def transfer_jobs(trained: dict[str, Job]) -> list[Job]:
             jobs.append(Job(transfer_name(train_data, test_data), "aelab-eval",
                             [f"ckpt_path={ckpt}", f"data={test_data}"], preset=preset))
     return jobs
+
+
+def cross_domain_name(preset: str, folder: str) -> str:
+    return f"cross_{preset}_on_{folder}"
+
+
+def cross_domain_jobs(trained: dict[str, Job], runs_dir: Path) -> list[Job]:
+    """aelab-eval of each succeeded flowers super-resolution preset on each portraits folder (written into the runs
+    directory first); none, with a line that says why, without scikit-image."""
+    ready = [trained[p] for p in CROSS_DOMAIN if p in trained and trained[p].state == "succeeded"]
+    if not ready:
+        return []
+    from experiments.portraits import write_portraits
+
+    try:
+        folders = write_portraits(runs_dir / "portraits")
+    except ImportError:
+        print("[run.py] cross-domain rows not run: scikit-image is not installed (pip install -e \".[portraits]\")")
+        return []
+    return [Job(cross_domain_name(job.name, name), "aelab-eval",
+                [f"ckpt_path={job.run_dir / 'checkpoints' / 'best.ckpt'}", *PORTRAIT_EVAL, f"data.data_dir={folder}"],
+                preset=job.name) for job in ready for name, folder in folders.items()]
 
 
 def epochs_of(config: Path) -> int | None:
@@ -296,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     jobs = train_jobs(set(args.only) if args.only else None)
     for job in jobs:
         run_job(job, runs_dir, args.tiny, args.report_only)
-    transfer = transfer_jobs({j.name: j for j in jobs})
+    transfer = transfer_jobs({j.name: j for j in jobs}) + cross_domain_jobs({j.name: j for j in jobs}, runs_dir)
     for job in transfer:
         run_job(job, runs_dir, args.tiny, args.report_only)
 
@@ -308,12 +335,14 @@ def main(argv: list[str] | None = None) -> int:
         fresh = {j.name for j in jobs}
         carried_train, carried_transfer, source = carried_jobs(out.with_suffix(".json"), fresh)
         carried = carried_train + carried_transfer
-        order = [j.name for j in train_jobs(None)] + [transfer_name(a, b) for a in TRANSFER for b in TRANSFER]
+        order = [j.name for j in train_jobs(None)] + [transfer_name(a, b) for a in TRANSFER for b in TRANSFER] + [
+            cross_domain_name(p, f) for p in CROSS_DOMAIN for f in PORTRAITS]
         jobs, transfer = merged(jobs, carried_train, order), merged(transfer, carried_transfer, order)
         source["jobs"] = sorted(j.name for j in carried)
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(results_markdown(jobs, transfer, machine, args.tiny, started, SUPERRES, list(TRANSFER), source))
+    out.write_text(results_markdown(jobs, transfer, machine, args.tiny, started, SUPERRES, list(TRANSFER), source,
+                                    cross_domain=(CROSS_DOMAIN, PORTRAITS)))
     write_json_atomic(out.with_suffix(".json"), results_json(jobs, transfer, machine, args.tiny, started, source))
     print(f"[run.py] wrote {out} and {out.with_suffix('.json').name} (runs in {runs_dir})")
     return 1 if any(j.state != "succeeded" for j in jobs + transfer) else 0

@@ -95,21 +95,27 @@ def test_provenance_names_the_command_commit_machine_and_time(tmp_path):
         (job / "status.json").write_text(json.dumps({"state": "succeeded", "started": start, "updated": end}))
         (job / "environment.json").write_text(json.dumps({"git_commit": "abc123", "cpu": "Some CPU", "cores": 2}))
     (root / "multirun.yaml").write_text(yaml.safe_dump(
-        {"hydra": {"overrides": {"task": ["benchmark=b", "model=a", "seed=0,1", "sweep_resume=true"]}}}))
+        {"hydra": {"overrides": {"task": ["benchmark=b", "model=a", "seed=0,1", "sweep_resume=true"]},
+                   "sweeper": {"params": {"model": "a,b,c", "seed": "0,1,2"}}}}))
     md = write_report(root)["markdown"]
+    assert "2 of 2 jobs succeeded, in 1 settings; each cell" in md  # the grid (model=a x seed=0,1) is complete
     assert "- command: `aelab-bench benchmark=b model=a seed=0,1`" in md  # the resume switch is aelab-bench's own
+    (root / "multirun.yaml").write_text(yaml.safe_dump(
+        {"hydra": {"overrides": {"task": ["benchmark=b"]}, "sweeper": {"params": {"model": "a,b", "seed": "0,1"}}}}))
+    assert "2 of 2 jobs succeeded, in 1 settings (2 more of the grid's 4 not started yet: the same command runs " \
+           "them)" in write_report(root)["markdown"]
     assert "- commit: abc123" in md and "- machine: Some CPU, 2 logical CPUs" in md
     assert "- time: 30 min of job wall time in all (fit, test and the test-time metrics), 32 min from the first " \
            "job's start to the last one's end" in md
 
 
 def test_every_benchmark_composes_and_names_real_models_and_data():
-    assert "mnist_families" in benchmarks()
+    assert {"mnist_families", "disentanglement", "lesson"} <= set(benchmarks())
     for name in benchmarks():
         cfg = compose_cfg([f"benchmark={name}"])
         params = dict(cfg.hydra.sweeper.params)
-        assert {"model", "seed"} <= set(params), name
-        for group in ("model", "data"):
+        assert "seed" in params and {"model", "experiment"} & set(params), name
+        for group in ("model", "data", "experiment"):
             for option in str(params.get(group, "")).split(","):
                 if option:
                     assert (CONFIG_DIR / group / f"{option}.yaml").is_file(), f"{name}: {group}={option}"
@@ -121,8 +127,8 @@ def test_every_benchmark_composes_and_names_real_models_and_data():
 
 
 @pytest.mark.parametrize("argv, message", [
-    ([], "aelab-bench: error: no benchmark=NAME given; the benchmarks are ['mnist_families'"),
-    (["benchmark=nope"], "aelab-bench: error: benchmark=nope is not a benchmark; expected one of ['mnist_families'"),
+    ([], "aelab-bench: error: no benchmark=NAME given; the benchmarks are ['disentanglement', 'lesson', 'mnist_families']"),
+    (["benchmark=nope"], "aelab-bench: error: benchmark=nope is not a benchmark; expected one of ['disentanglement', 'lesson', 'mnist_families']"),
 ])
 def test_a_missing_or_unknown_benchmark_is_one_line(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_:

@@ -147,12 +147,34 @@ def provenance(folder: Path, jobs: list[Job]) -> dict:
     statuses = [read_json(j.path / "status.json") or {} for j in jobs]
     timed = [(s["started"], s["updated"]) for s in statuses if isinstance(s.get("started"), (int, float))
              and isinstance(s.get("updated"), (int, float))]
-    return {"command": " ".join(["aelab-bench", *[t for t in task if not t.startswith("sweep_resume=")]]) if task
+    return {"grid": grid_size(multirun),
+            "command": " ".join(["aelab-bench", *[t for t in task if not t.startswith("sweep_resume=")]]) if task
             else None,
             "commits": sorted({e["git_commit"] for e in envs if e.get("git_commit")}),
             "machines": sorted({f"{e.get('cpu', '?')}, {e.get('cores', '?')} logical CPUs" for e in envs if e}),
             "job_seconds": sum(b - a for a, b in timed) if timed else None,
             "span_seconds": max(b for _, b in timed) - min(a for a, _ in timed) if timed else None}
+
+
+def grid_size(multirun: dict) -> int | None:
+    """How many jobs the recorded command's grid holds: the sweeper's params, as the command line overrode them,
+    multiplied out (None without a record)."""
+    from aelab.overrides import as_dict, is_sweep, parse
+
+    hydra = multirun.get("hydra") or {}
+    task = (hydra.get("overrides") or {}).get("task")
+    if task is None:
+        return None
+    params = {k: str(v) for k, v in ((hydra.get("sweeper") or {}).get("params") or {}).items()}
+    params |= as_dict(task)
+    size = 1
+    for key, value in params.items():
+        if is_sweep(value):
+            try:
+                size *= len(list(parse([f"{key}={value}"])[0].sweep_string_iterator()))
+            except Exception:  # noqa: BLE001 - glob() and ranges of floats need Hydra's config loader: not counted
+                return None
+    return size
 
 
 def read_json_or_yaml(path: Path) -> dict:
@@ -229,12 +251,15 @@ def write_report(folder: Path, out: Path | None = None) -> dict:
     best = mark_best(rows, jobs)
     issues = problems(jobs)
     succeeded = sum(j.state == "succeeded" for j in jobs)
+    origin = provenance(folder, jobs)
+    unstarted = (origin["grid"] or 0) - len(jobs)
     md = [f"# Benchmark: {folder.name}", "",
-          f"{succeeded} of {len(jobs)} jobs succeeded, in {len(rows)} settings; each cell is the mean ± sample "
+          f"{succeeded} of {len(jobs)} jobs succeeded, in {len(rows)} settings"
+          + (f" ({unstarted} more of the grid's {origin['grid']} not started yet: the same command runs them)"
+             if unstarted > 0 else "") + "; each cell is the mean ± sample "
           "standard deviation over the setting's succeeded seeds (none with one seed); the best mean of a column is "
           "in bold. `aelab-bench --report DIR` rebuilds this file from the run directories.", "",
           table(rows, best)]
-    origin = provenance(folder, jobs)
     md += ["", *provenance_lines(origin)]
     spaces = feature_spaces(jobs)
     if spaces:
