@@ -30,10 +30,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from aelab.bench import check_run_mode
 from aelab.config import REPO_ROOT
 from aelab.errors import AelabError
 from aelab.files import write_json_atomic  # noqa: F401  (scripts import it from here)
-from aelab.bench import check_run_mode
 from aelab.sweep_resume import RUN, check_mode, outcome, skip
 
 log = logging.getLogger("aelab")
