@@ -275,7 +275,8 @@ def transfer_section(transfer: list, datasets: list[str]) -> list[str]:
     out = ["## Transfer matrix (denoising, test PSNR in dB)", "",
            "Rows: the dataset the denoiser was trained on; columns: the dataset it is tested on (`aelab-eval "
            "ckpt_path=… data=…`, same Gaussian noise). In brackets: the noisy input's PSNR.", ""]
-    cells = {tuple(j.name.removeprefix("transfer_").split("_on_")): j for j in transfer}
+    cells = {tuple(j.name.removeprefix("transfer_").split("_on_")): j for j in transfer
+             if j.name.startswith("transfer_")}  # the eval jobs also hold the cross-domain ones
     if not cells:
         return out + ["Not run (needs denoise_mnist and/or denoise_fashion)."]
     out += ["| trained on \\ tested on | " + " | ".join(datasets) + " |", "|---" * (len(datasets) + 1) + "|"]

@@ -170,8 +170,8 @@ def test_runner_jobs_follow_their_preset_with_the_variant_overrides():
 @pytest.mark.slow
 def test_runner_tiny_writes_results_from_metrics_json(tmp_path):
     out, runs = tmp_path / "RESULTS.md", tmp_path / "runs"
-    proc = subprocess.run([sys.executable, str(RUNNER), "--tiny", "--only", "ae_conv_mnist", "--out", str(out),
-                           "--runs-dir", str(runs)], capture_output=True, text=True, cwd=REPO_ROOT)
+    proc = subprocess.run([sys.executable, str(RUNNER), "--tiny", "--only", "ae_conv_mnist", "superres_flowers_x4",
+                           "--out", str(out), "--runs-dir", str(runs)], capture_output=True, text=True, cwd=REPO_ROOT)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     metrics = json.loads((runs / "ae_conv_mnist" / "metrics.json").read_text())
     text = out.read_text()
@@ -183,12 +183,22 @@ def test_runner_tiny_writes_results_from_metrics_json(tmp_path):
     assert "Tiny mode" in text and "torch 2." in text
     assert "## Transfer matrix" in text and "Not run" in text  # no denoiser in this selection
     data = json.loads(out.with_suffix(".json").read_text())
-    assert set(data["presets"]) == {"ae_conv_mnist"} and data["commit"] == data["machine"]["git_commit"]
+    assert set(data["presets"]) == {"ae_conv_mnist", "superres_flowers_x4"}
+    assert data["commit"] == data["machine"]["git_commit"]
     record = data["presets"]["ae_conv_mnist"]
     assert record["metrics"] == metrics  # exactly the run's metrics.json
     assert record["baseline"] == {"name": "pca", "psnr": metrics["test/psnr_baseline_pca"]}
     assert record["epochs"] == 1 and record["wall_s"] > 0 and record["state"] == "succeeded"
     assert record["command"] == "aelab-train experiment=ae_conv_mnist trainer=debug trainer.max_epochs=1"
+    # the flowers preset is also tested on both portraits folders, each cell read from that eval's metrics.json
+    section = text.split("## Cross-domain", 1)[1]
+    row = next(line for line in section.splitlines() if line.startswith("| superres_flowers_x4 | "))
+    for folder in ("portraits_photos", "portraits_faces"):
+        run = runs / f"cross_superres_flowers_x4_on_{folder}"
+        cross = json.loads((run / "metrics.json").read_text())
+        model, bicubic = cross["test/psnr"], cross["test/psnr_baseline_bicubic"]
+        assert f"{model:.2f} / {bicubic:.2f} ({model - bicubic:+.2f})" in row
+        assert str(runs / "portraits" / folder) in (run / "config.yaml").read_text()
 
 
 def test_runner_rejects_unknown_names(tmp_path):

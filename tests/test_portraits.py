@@ -1,23 +1,17 @@
-"""The cross-domain rows: real portraits from scikit-image's wheel as image folders, the flowers super-resolution
-presets tested on them by experiments/run.py, and RESULTS' verdict on the lesson's claim."""
+"""The cross-domain rows: real portraits from scikit-image's wheel as image folders, and RESULTS' verdict on the
+lesson's claim (experiments/run.py testing a flowers preset on them: tests/test_experiments.py, the tiny runner)."""
 
 from __future__ import annotations
 
-import json
-import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from aelab.config import REPO_ROOT
 
 sys.path.insert(0, str(REPO_ROOT))
 from experiments.portraits import FOLDERS, cross_domain_section, write_portraits  # noqa: E402
-
-RUNNER = REPO_ROOT / "experiments" / "run.py"
 
 
 def test_portraits_are_64px_rgb_folders_written_the_same_every_time(tmp_path):
@@ -57,18 +51,3 @@ def test_the_claim_holds_where_the_margin_over_bicubic_shrinks_on_portraits():
         "| sr_b | 22.00 / 21.00 (+1.00) | 20.00 / 18.00 (+2.00) | not run | photos: does not hold |"]
     assert cross_domain_section([], [], ("sr_a",))[-1].startswith("Not run")
 
-
-@pytest.mark.slow
-def test_runner_tests_a_flowers_preset_on_the_portraits(tmp_path):
-    out, runs = tmp_path / "RESULTS.md", tmp_path / "runs"
-    proc = subprocess.run([sys.executable, str(RUNNER), "--tiny", "--only", "superres_flowers_x4", "--out", str(out),
-                           "--runs-dir", str(runs)], capture_output=True, text=True, cwd=REPO_ROOT)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    section = out.read_text().split("## Cross-domain", 1)[1]
-    row = next(line for line in section.splitlines() if line.startswith("| superres_flowers_x4 | "))
-    for folder in FOLDERS:
-        metrics = json.loads((runs / f"cross_superres_flowers_x4_on_{folder}" / "metrics.json").read_text())
-        model, bicubic = metrics["test/psnr"], metrics["test/psnr_baseline_bicubic"]
-        assert f"{model:.2f} / {bicubic:.2f} ({model - bicubic:+.2f})" in row
-    config = (runs / "cross_superres_flowers_x4_on_portraits_faces" / "config.yaml").read_text()
-    assert "ImageFolderDataModule" in config and str(runs / "portraits" / "portraits_faces") in config
