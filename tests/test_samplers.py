@@ -30,6 +30,23 @@ def test_mixture_sampler_finds_separated_modes_and_is_seeded():
     assert torch.equal(z, sampler.sample(3000, torch.Generator().manual_seed(2)))
 
 
+def test_mixture_sampler_draws_a_large_code_without_a_covariance_per_sample():
+    """A VQ-VAE's flat code map has 1568 numbers: gathering each sample's Cholesky factor would take
+    4000 x 1568^2 doubles (79 GB); drawn per component, each component's samples have its mean and scale."""
+    d = 1568
+    sampler = MixtureSampler(components=2)
+    sampler.weights = torch.tensor([0.5, 0.5], dtype=torch.float64)
+    sampler.means = torch.stack([torch.full((d,), -5.0), torch.full((d,), 5.0)]).double()
+    sampler.chols = torch.stack([torch.eye(d), 2 * torch.eye(d)]).double()
+    sampler.device, sampler.dtype = torch.device("cpu"), torch.float32
+    z = sampler.sample(4000, torch.Generator().manual_seed(0))
+    assert z.shape == (4000, d) and z.dtype == torch.float32
+    low = z.mean(1) < 0  # the two modes lie 10 apart in every coordinate; each sample is near one
+    assert 1800 < int(low.sum()) < 2200
+    assert z[low].mean().item() == pytest.approx(-5.0, abs=0.01) and z[low].std().item() == pytest.approx(1, abs=0.01)
+    assert z[~low].mean().item() == pytest.approx(5.0, abs=0.02) and z[~low].std().item() == pytest.approx(2, abs=0.01)
+
+
 def test_samplers_follow_the_model_capabilities():
     from aelab.models.ae_conv import ConvAutoencoder
     from aelab.models.vae_conv import ConvVAE

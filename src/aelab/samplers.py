@@ -92,7 +92,10 @@ class MixtureSampler(Sampler):
                                                               device=generator.device)))
         which = torch.multinomial(self.weights, n, replacement=True, generator=cpu)
         eps = torch.randn((n, self.means.shape[1]), generator=cpu, dtype=torch.float64)
-        z = self.means[which] + torch.einsum("nij,nj->ni", self.chols[which], eps)
+        z = torch.empty_like(eps)
+        for k in range(len(self.weights)):  # one matrix product per component: chols[which] would hold n d x d copies
+            rows = which == k
+            z[rows] = self.means[k] + eps[rows] @ self.chols[k].T
         return z.to(self.device, self.dtype)
 
 
