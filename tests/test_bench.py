@@ -64,6 +64,7 @@ def test_report_rows_are_mean_and_sample_std_over_seeds_with_the_best_marked(tmp
     assert vae["best_fid"]["mean"] == 5.0 and ae["best_fid"]["mean"] == 30.0
     assert report["best"]["test/psnr"] == ae["name"]  # higher is better
     assert report["best"]["test/fid_gmm"] == vae["name"]  # lower is better
+    assert "test/psnr_baseline" not in report["best"]  # the task's baseline is a scale, not a contestant
     md = (root / "benchmark" / "BENCHMARK.md").read_text()
     assert "| ae | 3 | 100 | 20 ± 10 | **21.33 ± 1.53** |" in md
     assert "| vae | 2 of 3 | 200 | 15 ± 7 | 18.50 ± 0.71 |" in md
@@ -80,10 +81,11 @@ def test_report_rows_are_mean_and_sample_std_over_seeds_with_the_best_marked(tmp
 
 def test_a_tie_marks_no_best_and_one_seed_has_no_spread(tmp_path):
     root = tmp_path / "bench"
-    fake_job(root, ["model=a", "seed=0"], {"test/precision_gmm": 0.0, "test/psnr": 10.0})
-    fake_job(root, ["model=b", "seed=0"], {"test/precision_gmm": 0.0, "test/psnr": 11.0})
+    fake_job(root, ["model=a", "seed=0"], {"test/precision_gmm": 0.0, "test/psnr": 10.0, "test/recall_gmm": 0.2})
+    fake_job(root, ["model=b", "seed=0"], {"test/precision_gmm": 0.0, "test/psnr": 11.0, "test/recall_gmm": 0.1})
     report = write_report(root)
     assert "test/precision_gmm" not in report["best"] and report["best"]["test/psnr"] == "model=b"
+    assert report["best"]["test/recall_gmm"] == "model=a"  # precision and recall: higher is better
     assert all(r["metrics"]["test/psnr"]["std"] is None for r in report["rows"])
     assert "| a | 1 | – | – | 10.00 |" in (root / "benchmark" / "BENCHMARK.md").read_text()
 

@@ -3,9 +3,8 @@
 
 One row per setting (every override of a job but its seed: model, data, and whatever else the grid varies); each
 metric is the mean and sample standard deviation over the row's succeeded seeds, with their number. The best mean of
-a column is marked (higher or lower by the metric's direction: the model's declared terms, else aelab-compare's
-rule). Beside the metrics: parameters and fit seconds from each job's cost.json. Written to DIR/benchmark/:
-BENCHMARK.md, BENCHMARK.json (every metric, not only the table's), quality_vs_time.png,
+a column is marked (higher or lower, as COLUMNS says of each). Beside the metrics: parameters and fit seconds from
+each job's cost.json. Written to DIR/benchmark/: BENCHMARK.md, BENCHMARK.json (every metric, not only the table's), quality_vs_time.png,
 samples_vs_reconstruction.png, and tensorboard/ (one HPARAMS session per row: tensorboard --logdir DIR/benchmark).
 """
 
@@ -17,23 +16,23 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-from aelab.compare import Job, auto_mode, collect_jobs, natural, problems
+from aelab.compare import Job, collect_jobs, natural, problems
 from aelab.files import write_atomic, write_json_atomic
 from aelab.runs import COST_FILE, read_json
 
 NOT_A_SETTING = ("seed", "benchmark", "sweep_resume")  # what the rows average over, or do not differ by
 SAMPLERS = ("prior", "gaussian", "gmm")  # aelab.callbacks.samples: each sampler's set of generated images
-# The table's columns (BENCHMARK.json has every metric): (metric, heading, digits); shown when any row has it
+# The table's columns (BENCHMARK.json has every metric): (metric, heading, digits, better); shown when any row has it
 COLUMNS = (
-    ("test/psnr", "PSNR dB", 2), ("test/ssim", "SSIM", 3), ("test/psnr_baseline", "baseline PSNR", 2),
-    ("test/nll", "NLL nats", 2),
-    ("test/fid_recon", "FID recon", 1), ("test/fid_prior", "FID prior", 1), ("test/fid_gaussian", "FID gauss", 1),
-    ("test/fid_gmm", "FID GMM", 1), ("test/precision_gmm", "precision GMM", 3), ("test/recall_gmm", "recall GMM", 3),
-    ("test/probe_linear_100", "linear probe", 3), ("test/probe_knn_100", "k-NN probe", 3),
-    ("test/mig", "MIG", 3), ("test/dci_disentanglement", "DCI", 3), ("test/sap", "SAP", 3),
-    ("test/factorvae_score", "FactorVAE score", 3),
+    ("test/psnr", "PSNR dB", 2, "higher"), ("test/ssim", "SSIM", 3, "higher"),
+    ("test/psnr_baseline", "baseline PSNR", 2, None), ("test/nll", "NLL nats", 2, "lower"),
+    ("test/fid_recon", "FID recon", 1, "lower"), ("test/fid_prior", "FID prior", 1, "lower"),
+    ("test/fid_gaussian", "FID gauss", 1, "lower"), ("test/fid_gmm", "FID GMM", 1, "lower"),
+    ("test/precision_gmm", "precision GMM", 3, "higher"), ("test/recall_gmm", "recall GMM", 3, "higher"),
+    ("test/probe_linear_100", "linear probe", 3, "higher"), ("test/probe_knn_100", "k-NN probe", 3, "higher"),
+    ("test/mig", "MIG", 3, "higher"), ("test/dci_disentanglement", "DCI", 3, "higher"), ("test/sap", "SAP", 3, "higher"),
+    ("test/factorvae_score", "FactorVAE score", 3, "higher"),
 )
-NOT_RANKED = {"test/psnr_baseline"}  # the task's baseline: a scale to read the row against, not a contestant
 COST = (("parameters", "params", 0), ("fit_seconds", "fit s", 0))  # a model's parameters do not vary by seed
 
 
@@ -76,17 +75,15 @@ def build_rows(jobs: list[Job]) -> list[dict]:
     return rows
 
 
-def mark_best(rows: list[dict], jobs: list[Job]) -> dict[str, str]:
-    """metric -> the name of the row with the best mean, where one row has it."""
+def mark_best(rows: list[dict]) -> dict[str, str]:
+    """metric -> the name of the row with the best mean, where one row has it (the task's baseline, better=None,
+    is a scale to read a row against, not a contestant)."""
     best = {}
-    for metric, _, _ in COLUMNS:
-        if metric in NOT_RANKED:
-            continue
+    for metric, _, _, better in COLUMNS:
         scored = [(r["metrics"][metric]["mean"], r["name"]) for r in rows
-                  if r["metrics"].get(metric, {}).get("mean") is not None]
+                  if better and r["metrics"].get(metric, {}).get("mean") is not None]
         if len(scored) > 1:
-            pick = max if auto_mode(metric, jobs) == "max" else min
-            top = pick(v for v, _ in scored)
+            top = (max if better == "higher" else min)(v for v, _ in scored)
             winners = [name for v, name in scored if v == top]
             if len(winners) == 1:  # a tie (every model at precision 0, say) marks nothing
                 best[metric] = winners[0]
@@ -105,13 +102,13 @@ def cell(stat: dict | None, digits: int, bold: bool = False) -> str:
 def table(rows: list[dict], best: dict[str, str]) -> str:
     keys = list(dict.fromkeys(k for r in rows for k in r["setting"]))
     shown = [c for c in COLUMNS if any(c[0] in r["metrics"] for r in rows)]
-    header = [*keys, "seeds", *[h for _, h, _ in COST], *[h for _, h, _ in shown]]
+    header = [*keys, "seeds", *[h for _, h, _ in COST], *[c[1] for c in shown]]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
         cells = [r["setting"].get(k, "–") for k in keys]
         cells.append(f"{r['succeeded']}" + (f" of {r['jobs']}" if r["succeeded"] < r["jobs"] else ""))
         cells += [cell({**r["cost"][c], "std": None} if c == "parameters" else r["cost"][c], d) for c, _, d in COST]
-        cells += [cell(r["metrics"].get(m), d, best.get(m) == r["name"]) for m, _, d in shown]
+        cells += [cell(r["metrics"].get(m), d, best.get(m) == r["name"]) for m, _, d, _ in shown]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -248,7 +245,7 @@ def write_report(folder: Path, out: Path | None = None) -> dict:
     out = Path(out) if out is not None else folder / "benchmark"
     jobs = [j for j in collect_jobs(folder) if out not in j.path.parents]
     rows = build_rows(jobs)
-    best = mark_best(rows, jobs)
+    best = mark_best(rows)
     issues = problems(jobs)
     succeeded = sum(j.state == "succeeded" for j in jobs)
     origin = provenance(folder, jobs)
