@@ -16,7 +16,7 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-from aelab.compare import Job, collect_jobs, natural, problems
+from aelab.compare import Job, _read_yaml, collect_jobs, natural, problems
 from aelab.files import write_atomic, write_json_atomic
 from aelab.runs import COST_FILE, read_json
 
@@ -138,7 +138,7 @@ def feature_spaces(jobs: list[Job]) -> list[str]:
 def provenance(folder: Path, jobs: list[Job]) -> dict:
     """The command that runs (and resumes) the grid, the commits and machines its jobs ran on, and their time: the
     sum of every job's wall time and the span from the first start to the last end (status.json)."""
-    multirun = read_json_or_yaml(folder / "multirun.yaml")
+    multirun = _read_yaml(folder / "multirun.yaml") or {}
     task = ((multirun.get("hydra") or {}).get("overrides") or {}).get("task") or []
     envs = [read_json(j.path / "environment.json") or {} for j in jobs]
     statuses = [read_json(j.path / "status.json") or {} for j in jobs]
@@ -172,15 +172,6 @@ def grid_size(multirun: dict) -> int | None:
             except Exception:  # noqa: BLE001 - glob() and ranges of floats need Hydra's config loader: not counted
                 return None
     return size
-
-
-def read_json_or_yaml(path: Path) -> dict:
-    import yaml
-
-    try:
-        return yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError):
-        return {}
 
 
 def provenance_lines(p: dict) -> list[str]:
