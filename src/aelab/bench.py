@@ -24,6 +24,7 @@ from pathlib import Path
 from aelab.cli import entry
 from aelab.config import CONFIG_DIR
 from aelab.errors import ConfigError
+from aelab.sweep_resume import holds_jobs
 
 USAGE = "aelab-bench benchmark=NAME [aelab-train overrides]  |  aelab-bench --report DIR  |  aelab-bench --list"
 
@@ -61,16 +62,12 @@ def sweep_dir(overrides: list[str]) -> Path:
     return Path(str(compose(fixed, keep_hydra=True).hydra.sweep.dir))
 
 
-def has_jobs(folder: Path) -> bool:
-    return folder.is_dir() and any((p / "status.json").is_file() for p in folder.iterdir() if p.is_dir())
-
-
 def run(overrides: list[str]) -> tuple[int, Path]:
     """Run the benchmark's multirun (resuming when its folder holds jobs); returns aelab-train's exit code and the
     folder."""
     chosen(overrides)
     folder = sweep_dir(overrides)
-    resume = has_jobs(folder) and not any(o.split("=", 1)[0] == "sweep_resume" for o in overrides)
+    resume = holds_jobs(folder) and not any(o.split("=", 1)[0] == "sweep_resume" for o in overrides)
     command = [sys.executable, "-m", "aelab.train", "-m", *overrides, *(["sweep_resume=true"] if resume else [])]
     print(f"aelab-bench: {'resuming' if resume else 'starting'} {folder}", flush=True)
     return subprocess.run(command).returncode, folder
@@ -97,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         code, folder = 0, args.report
     else:
         code, folder = run(args.overrides)  # a ConfigError ends in one line (aelab.cli.entry)
-    if not has_jobs(folder):
+    if not holds_jobs(folder):
         print(f"aelab-bench: error: no job directories (with status.json) under {folder}", file=sys.stderr)
         return code or 1
     report = write_report(folder, args.out)

@@ -59,13 +59,18 @@ def check_mode(cfg: DictConfig, multirun: bool) -> None:
                           "without -m)")
 
 
+def holds_jobs(folder: Path) -> bool:
+    """Whether a sweep folder holds an earlier job (a job folder with its status.json)."""
+    return folder.is_dir() and any((p / "status.json").is_file() for p in folder.iterdir() if p.is_dir())
+
+
 def check_sweep_dir(config: DictConfig) -> None:
     """At the start of a multirun with sweep_resume=true: the sweep directory must hold the earlier jobs (its
     default name is the time the command starts, a new folder every time)."""
     if config.get("sweep_resume") is not True:
         return
     sweep_dir = Path(str(config.hydra.sweep.dir))
-    if not sweep_dir.is_dir() or not any((p / "status.json").is_file() for p in sweep_dir.iterdir() if p.is_dir()):
+    if not holds_jobs(sweep_dir):
         raise ConfigError(f"sweep_resume=true: hydra.sweep.dir={sweep_dir} holds no earlier job; name the sweep's "
                           "folder: hydra.sweep.dir=outputs/multirun/<date>/<time>")
 
