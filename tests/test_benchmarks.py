@@ -89,6 +89,37 @@ def test_tiny_gpu_row_code_path_on_the_cpu(tmp_path):
     assert all(r["seconds_per_epoch"] > 0 and r["plain_seconds_per_epoch"] > 0 for r in numbers.values())
 
 
+@pytest.mark.slow  # about a minute and a half on 2 cores: 9 short trainings and two 2-job sweeps
+def test_tiny_capture_and_gpu_sweep_rows_code_path_on_the_cpu(tmp_path):
+    """Rows g and f on a machine without a GPU: the same code on the CPU, where the captured step falls back to the
+    eager one, so its validation loss must equal the eager fused-Adam run's exactly."""
+    text, data = run_benchmark(tmp_path, "gpu_sweep,capture", "--gpu-device", "cpu")
+    rows = table_rows(text)
+    assert set(rows) == {"f", "g1", "g2", "g3"}
+    groups = data["raw"]["capture"]["groups"]
+    assert [g["experiment"] for g in groups.values()] == ["ae_conv_mnist", "ae_conv_mnist", "vae_binarized"]
+    for group, res in groups.items():
+        for step, runs in res["steps"].items():
+            assert isinstance(runs, list), f"{group}, {step}: {runs}"  # not {"error": ...}
+            assert all(len(r["epoch_s"]) == 2 and r["val_loss"] > 0 for r in runs)
+    numbers = data["raw"]["capture"]["rows"]
+    assert len(numbers) == 3 and all(r["val_loss_rel_diff"] == 0.0 for r in numbers)
+    assert all(set(r["seconds_per_epoch"]) == {"eager", "eager, fused Adam", "captured, fused Adam"} for r in numbers)
+    sweep = data["raw"]["gpu_sweep"]
+    assert sweep["jobs"] == 2 and len(sweep["parallel"]["job_images_per_s"]) == 2
+    assert "jobs/min" in rows["f"][2] and "target >= 4x" in rows["f"][5]
+
+
+def test_the_gpu_session_script_parses_and_runs_no_step_it_was_not_asked_for(tmp_path):
+    script = REPO_ROOT / "experiments" / "benchmarks" / "gpu_session.sh"
+    assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
+    done = subprocess.run(["bash", str(script), str(tmp_path / "out"), "none"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    log = (tmp_path / "out" / "session.log").read_text().splitlines()
+    assert len(log) == 1 and log[0].endswith("] done")
+
+
 @pytest.mark.slow  # fresh subprocesses and two 4-job sweeps: a minute or more
 def test_tiny_benchmark_subprocess_rows(tmp_path):
     text, data = run_benchmark(tmp_path, "malloc,sweep")

@@ -90,6 +90,11 @@ def test_a_run_directory_that_cannot_be_a_directory_is_one_line(cli, tmp_path, u
                                  f"({why}); choose a folder you can write to\n")
 
 
+def test_a_capture_mode_that_does_not_exist_is_one_line(cli):
+    code, err = cli(train.main, "trainer=debug", "capture_step=always")
+    assert (code, err) == (1, "aelab-train: error: capture_step='always': allowed are true, false and auto\n")
+
+
 def test_eval_names_a_missing_checkpoint_and_a_model_override(cli, tmp_path):
     code, err = cli(evaluate.main, "model.latent_dim=3")
     assert code == 1 and err == ("aelab-eval: error: model.latent_dim=3: the model comes from the checkpoint "

@@ -69,11 +69,11 @@ GPU_VARIANTS = {  # name: (overrides, extra callbacks)
 }
 
 
-def gpu_overrides(sizes: Sizes, device: torch.device) -> list[str]:
-    """Two whole MNIST epochs of the lesson's experiment (the second is timed); tiny: a few batches."""
+def gpu_overrides(sizes: Sizes, device: torch.device, experiment: str = "ae_conv_mnist") -> list[str]:
+    """Two whole MNIST epochs of an experiment (the second is timed; the lesson's by default); tiny: a few batches."""
     accelerator = "gpu" if device.type == "cuda" else device.type
     limit = [f"++trainer.limit_train_batches={sizes.batches}"] if sizes.tiny else []
-    return ["experiment=ae_conv_mnist", "trainer.max_epochs=2", f"trainer.accelerator={accelerator}", *limit,
+    return [f"experiment={experiment}", "trainer.max_epochs=2", f"trainer.accelerator={accelerator}", *limit,
             "++trainer.limit_val_batches=2", "test=false", "trainer.enable_progress_bar=false"]
 
 
@@ -112,7 +112,9 @@ def run_variant(base: list[str], extra: list[str], callbacks: dict | None, repea
         meter, run = aelab_train(base + extra, work, f"{tag}-{r}", {**timer, **(callbacks or {})},
                                  warmup=sizes.warmup)
         epoch = find_callback(run, EpochTime)
-        runs.append({"epoch_s": epoch.seconds, "images": epoch.images, "images_per_s": meter["images_per_s"]})
+        val = run.trainer.callback_metrics.get("val/loss")
+        runs.append({"epoch_s": epoch.seconds, "images": epoch.images, "images_per_s": meter["images_per_s"],
+                     "val_loss": float(val) if val is not None else None})
     return runs
 
 

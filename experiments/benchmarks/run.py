@@ -22,9 +22,15 @@ Rows (ids as in RESULTS.md):
                          too; target <= 1 s. When CUDA is present:
                          python experiments/benchmarks/run.py --only gpu --out experiments/benchmarks/RESULTS-gpu.md
   e  sweep throughput    a 4-job grid through aelab-train -m: Hydra's basic (sequential) launcher vs joblib, 2 jobs.
+  f  GPU sweep           an 8-job grid on one GPU (one MNIST epoch each): all 8 at once (hydra/launcher=parallel)
+                         against one after another, in jobs per minute; target >= 4x.
+  g  captured step       seconds per epoch of the eager step against capture_step=true (CUDA graphs, fused Adam)
+                         for ae_conv_mnist at batch 128 and 512 and vae_binarized, with the validation loss each
+                         reached. Rows d, f and g on a GPU in one go (what a session lent a GPU runs):
+                         bash experiments/benchmarks/gpu_session.sh
 
 Code: harness.py (clock, sizes, report, composed configs, aelab and plain training), cpu.py (rows a, m, b, c), gpu.py
-(row d), sweep.py (row e); this file is the command line and the report.
+(row d), sweep.py (rows e, f), gpu_capture.py (row g); this file is the command line and the report.
 
 Every number is the median of repeats; each row reports its spread. Timings on a shared machine are noisy: the load
 average at start and end is recorded with the results.
@@ -51,12 +57,13 @@ import torch  # noqa: E402  (after the sys.path line, as the imports below)
 from experiments.benchmarks.cpu import (bench_data, bench_malloc, bench_overhead, bench_quality,  # noqa: E402
                                         child_malloc)
 from experiments.benchmarks.gpu import bench_gpu  # noqa: E402
+from experiments.benchmarks.gpu_capture import bench_capture  # noqa: E402
 from experiments.benchmarks.harness import CLOCK, FULL, TINY, Report, find_data_dir  # noqa: E402
-from experiments.benchmarks.sweep import bench_sweep  # noqa: E402
+from experiments.benchmarks.sweep import bench_gpu_sweep, bench_sweep  # noqa: E402
 from experiments.common import machine_info, package_versions  # noqa: E402
 
 DEFAULT_OUT = REPO / "experiments" / "benchmarks" / "RESULTS.md"
-SECTIONS = ("overhead", "malloc", "data", "quality", "gpu", "sweep")
+SECTIONS = ("overhead", "malloc", "data", "quality", "gpu", "sweep", "gpu_sweep", "capture")
 
 
 def cpu_seconds() -> tuple[float, float] | None:
@@ -88,7 +95,7 @@ def render(report: Report, info: dict, args, wall: float) -> str:
              f"`python experiments/benchmarks/run.py{flags}{' --only ' + args.only if args.only else ''}` on "
              f"{info['date']}, {wall / 60:.1f} min in all"
              + (" (**tiny mode: a few batches per row, the numbers mean nothing**)" if args.tiny else "") + ".",
-             f"Rows a, m, b and c time {clock}; row e times whole sweeps on the wall clock.", ""]
+             f"Rows a, m, b and c time {clock}; rows e and f time whole sweeps on the wall clock.", ""]
     if busy and not args.cpu_time:
         lines += [f"**The machine was busy**: other processes used {others:.2f} of its {info['usable_cores']} cores "
                   "on average during this run. With several processes sharing the cores, torch's threads wait for "
@@ -130,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-batches", type=int, default=None,
                         help="override the training batches per throughput measurement (rows a, m, d)")
     parser.add_argument("--child-malloc", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--gpu-device", default=None, help=argparse.SUPPRESS)  # tests: row d's code on the cpu
+    parser.add_argument("--gpu-device", default=None, help=argparse.SUPPRESS)  # tests: rows d, f, g's code on the cpu
     parser.add_argument("--batches", type=int, default=FULL.batches, help=argparse.SUPPRESS)
     parser.add_argument("--warmup", type=int, default=FULL.warmup, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -173,7 +180,9 @@ def main(argv: list[str] | None = None) -> int:
                  "data": lambda: bench_data(report, sizes, work, data_dir),
                  "quality": lambda: bench_quality(report, sizes, work),
                  "gpu": lambda: bench_gpu(report, sizes, work, args.gpu_device),
-                 "sweep": lambda: bench_sweep(report, sizes, work)}
+                 "sweep": lambda: bench_sweep(report, sizes, work),
+                 "gpu_sweep": lambda: bench_gpu_sweep(report, sizes, work, args.gpu_device),
+                 "capture": lambda: bench_capture(report, sizes, work, args.gpu_device)}
         for name in SECTIONS:
             if name in sections:
                 t = time.perf_counter()

@@ -9,9 +9,10 @@ the step reseeds, which a replay honours.
 
 The graph returns the step's LossTerms as tensors in a fixed order: loss, output, then the terms and the state the
 model's first (eager) call returned, by name; whatever a model declares travels through it. What a graph cannot
-hold falls back to the eager step with one warning saying why: no CUDA, a model that declares
-`capabilities.not_capturable` (its own training step, an objective that changes with the step), mixed precision.
-Batches of another shape (an epoch's last, smaller batch) run eagerly.
+hold falls back to the eager step: no CUDA, a model that declares `capabilities.not_capturable` (its own training
+step, an objective that changes with the step), mixed precision. `capture_step=true` says so once as a warning;
+`capture_step=auto` captures where it can and trains eagerly elsewhere without a warning (the reason goes to the
+log at INFO). Batches of another shape (an epoch's last, smaller batch) run eagerly.
 """
 
 from __future__ import annotations
@@ -22,9 +23,18 @@ import torch
 from torch import nn
 
 from aelab.adapters import attached_trainer
+from aelab.errors import ConfigError
 from aelab.models import Batch, LossTerms
 
 log = logging.getLogger("aelab")
+MODES = (False, True, "auto")
+
+
+def capture_mode(value) -> bool | str:
+    """The config value of `capture_step` as one of MODES; anything else is the user's mistake, named in one line."""
+    if isinstance(value, bool) or value == "auto":
+        return value
+    raise ConfigError(f"capture_step={value!r}: allowed are true, false and auto")
 
 
 def why_not(module) -> str | None:
@@ -87,13 +97,16 @@ class CapturedLoss:
                          state=dict(zip(self.state, rest[k:])))
 
 
-def training_loss(module, enabled: bool):
+def training_loss(module, mode: bool | str):
     """The callable a module's training steps compute their terms with: None (the model's own path) or a captured
-    loss when `enabled` and possible (else one warning saying why not)."""
-    if not enabled:
+    loss when `mode` asks for one and the run allows it (else, for `True`, one warning saying why not)."""
+    if not mode:
         return None
     reason = why_not(module)
     if reason is not None:
-        log.warning("capture_step=true: training eagerly, because %s", reason)
+        if mode == "auto":
+            log.info("capture_step=auto: training eagerly, because %s", reason)
+        else:
+            log.warning("capture_step=true: training eagerly, because %s", reason)
         return None
     return CapturedLoss(module.model)

@@ -22,6 +22,7 @@ from torchmetrics import MetricCollection
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
 from aelab.adapters import attached_trainer, logs_this_step
+from aelab.capture import capture_mode
 from aelab.corruptions import Corruption, Identity
 from aelab.data import to_float
 from aelab.models import Autoencoder, Batch, LossTerms
@@ -58,7 +59,7 @@ def metrics_stride(n_batches: float, every: int) -> int:
 class AutoencoderModule(L.LightningModule):
     def __init__(self, model: Autoencoder, corruption: Corruption | None = None,
                  optimisation: Optimisation | None = None, seed: int = 0, train_metrics_every: int = 10,
-                 run_info: dict | None = None, capture_step: bool = False, channels_last: bool = False):
+                 run_info: dict | None = None, capture_step: bool | str = False, channels_last: bool = False):
         super().__init__()
         self.model = model
         self.corruption = corruption or Identity()
@@ -70,7 +71,7 @@ class AutoencoderModule(L.LightningModule):
         self._saved_rng: torch.Tensor | None = None
         self._saved_cuda_rng: torch.Tensor | None = None
         self.automatic_optimization = not model.capabilities.own_training_step
-        self.capture_step, self._captured = bool(capture_step), None  # aelab.capture: set up on the device
+        self.capture_step, self._captured = capture_mode(capture_step), None  # aelab.capture: set up on the device
         self._reduce = {"loss": "mean", **{t.name: t.reduce for t in model.terms}}
         self._checked: set[str] = set()  # stages whose terms were checked against the declaration
         self._train_terms: list[tuple[tuple[str, ...], torch.Tensor, int]] = []  # the epoch's stacked terms

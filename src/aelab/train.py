@@ -34,6 +34,7 @@ def train(cfg: DictConfig, run) -> RunResult:
     from aelab.build import (RunResult, build_callbacks, build_parts, build_trainer, check_no_nan, checkpoint_info,
                              collect_metrics)
     from aelab.callbacks.guards import FiniteLoss, SaveOnInterrupt
+    from aelab.capture import capture_mode
     from aelab.checkpoints import check_compatible, load_checkpoint
     from aelab.loggers import start_run
     from aelab.module import AutoencoderModule
@@ -42,12 +43,13 @@ def train(cfg: DictConfig, run) -> RunResult:
     from aelab.sweep import configure_job
     from aelab.terms import write_terms
 
+    capture = capture_mode(cfg.get("capture_step", False))  # a bad value is refused before the data loads
     configure_job(cfg)  # torch threads (split between parallel sweep jobs), no DataLoader workers under joblib
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     parts = build_parts(cfg)
     module = AutoencoderModule(parts.model, parts.corruption, optimisation=build_optimisation(cfg), seed=cfg.seed,
                                train_metrics_every=cfg.train_metrics_every,
-                               capture_step=cfg.get("capture_step", False),
+                               capture_step=capture,
                                channels_last=cfg.get("channels_last", False),
                                run_info=checkpoint_info(cfg, parts))
     if cfg.get("ckpt_path"):  # refuse another model's checkpoint before Lightning fails deep inside
