@@ -56,6 +56,28 @@ def test_splits_keep_their_factors_aligned_and_are_seeded(tmp_path):
         DSpritesDataModule(data_dir=tmp_path, size=100, test_size=100)
 
 
+@pytest.mark.parametrize("in_memory", [True, False])
+def test_every_batch_carries_its_images_factors_into_the_models_batch(tmp_path, in_memory):
+    """Shuffled training batches, in memory and per sample: each image is the rendering of the factors beside it,
+    and the module's Batch carries them on (its label is the shape factor)."""
+    from aelab.models import ConvAutoencoder
+    from aelab.module import AutoencoderModule
+
+    dm = DSpritesDataModule(data_dir=tmp_path, cache_dir=tmp_path / "cache", size=600, test_size=100, seed=1,
+                            batch_size=50, in_memory=in_memory)
+    dm.setup()
+    module = AutoencoderModule(ConvAutoencoder((1, 64, 64), (1, 64, 64)), seed=0)
+    seen = 0
+    for raw in dm.train_dataloader():
+        images, labels, factors = raw
+        assert factors.shape == (len(images), 5) and torch.equal(render(factors), images)
+        batch = module.make_batch(raw, "train")
+        assert torch.equal(batch.factors, factors) and torch.equal(batch.label, factors[:, 0])
+        seen += len(images)
+    assert seen == dm.split_size("train")
+    assert torch.equal(dm.factors("test", 7), dm.factors("test")[:7])
+
+
 def test_the_original_archive_is_read_row_for_row(tmp_path):
     rng = np.random.default_rng(0)
     imgs = (rng.random((50, SIZE, SIZE)) < 0.1).astype(np.uint8)

@@ -43,7 +43,7 @@ class EpochTime(L.Callback):
         self._start, self._n = time.perf_counter(), 0
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
-        self._n += len(batch[-1])
+        self._n += len(batch[0])
         if batch_idx == trainer.num_training_batches - 1:
             sync(module.device)
             self.seconds.append(time.perf_counter() - self._start)

@@ -136,17 +136,21 @@ class AutoencoderModule(L.LightningModule):
         self._eval_end()
 
     # --- steps --------------------------------------------------------------------------------------------------
-    def _batch(self, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator) -> Batch:
+    def _batch(self, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator,
+               factors: torch.Tensor | None = None) -> Batch:
         clean = to_float(images.to(self.device))
         if self.channels_last:
             clean = clean.contiguous(memory_format=torch.channels_last)
-        return Batch(input=self.corruption(clean, generator), target=clean, label=labels.to(self.device))
+        return Batch(input=self.corruption(clean, generator), target=clean, label=labels.to(self.device),
+                     factors=factors.to(self.device) if factors is not None else None)
 
-    def make_batch(self, raw: tuple[torch.Tensor, torch.Tensor], stage: str) -> Batch:
-        """A step's clean uint8 batch -> Batch(corrupted input, clean target, label), from the stage's stream."""
+    def make_batch(self, raw: tuple[torch.Tensor, ...], stage: str) -> Batch:
+        """A step's clean uint8 batch (images, labels[, factors]) -> Batch(corrupted input, clean target, label,
+        factors), from the stage's stream."""
         if stage not in self._generators:
             self._reseed(stage, derive_seed(self.seed, stage))
-        return self._batch(*raw, self._generator(stage))
+        images, labels, *factors = raw
+        return self._batch(images, labels, self._generator(stage), factors[0] if factors else None)
 
     def corrupted_batch(self, images: torch.Tensor, labels: torch.Tensor, stream: str) -> Batch:
         """Clean uint8 images corrupted from their own seeded stream (e.g. "figures", "grid/val", "nll"): the same

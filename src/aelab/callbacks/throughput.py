@@ -39,7 +39,7 @@ class Throughput(L.Callback):
             _sync(module.device)
             self._start, self._n = self._clock(), 0
         elif self._start is not None:
-            self._n += len(batch[-1])  # raw batches are (images, labels)
+            self._n += len(batch[0])  # raw batches are (images, labels[, factors])
             if batch_idx == trainer.num_training_batches - 1:
                 _sync(module.device)
                 self.images += self._n

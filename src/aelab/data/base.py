@@ -37,27 +37,32 @@ class DataSpec:
 
 @dataclass
 class Split:
-    """One split held in memory: images uint8 [N, C, H, W], labels int64 [N]."""
+    """One split held in memory: images uint8 [N, C, H, W], labels int64 [N], and for data with ground-truth factors
+    of variation (dSprites) their indices int64 [N, K], which follow the images through every subset and copy."""
 
     images: torch.Tensor
     labels: torch.Tensor
+    factors: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def subset(self, index: torch.Tensor) -> "Split":
-        return Split(self.images[index], self.labels[index])
+        return Split(self.images[index], self.labels[index],
+                     self.factors[index] if self.factors is not None else None)
 
     def to(self, device: torch.device) -> "Split":
-        return Split(self.images.to(device), self.labels.to(device))
+        return Split(self.images.to(device), self.labels.to(device),
+                     self.factors.to(device) if self.factors is not None else None)
 
     @property
     def nbytes(self) -> int:
-        return self.images.nbytes + self.labels.nbytes
+        return self.images.nbytes + self.labels.nbytes + (self.factors.nbytes if self.factors is not None else 0)
 
 
 class SplitSamples(Dataset):
-    """Per-sample view of an in-memory split (the map-style Dataset that torchvision pipelines expect)."""
+    """Per-sample view of an in-memory split (the map-style Dataset that torchvision pipelines expect): (image,
+    label), and the image's factors for data with factors."""
 
     def __init__(self, split: Split):
         self.split = split
@@ -65,13 +70,16 @@ class SplitSamples(Dataset):
     def __len__(self) -> int:
         return len(self.split)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, i: int) -> tuple:
+        if self.split.factors is not None:
+            return self.split.images[i], int(self.split.labels[i]), self.split.factors[i]
         return self.split.images[i], int(self.split.labels[i])
 
 
 class IndexedBatches(Dataset):
     """Whole batches by indexing: the sampler yields index tensors (on the split's device), this returns
-    (images, labels). index_select copies whole rows: ~15x faster than fancy indexing for a batch of MNIST."""
+    (images, labels), or (images, labels, factors) for data with factors. index_select copies whole rows: ~15x
+    faster than fancy indexing for a batch of MNIST."""
 
     def __init__(self, split: Split):
         self.split = split
@@ -79,9 +87,12 @@ class IndexedBatches(Dataset):
     def __len__(self) -> int:
         return len(self.split)
 
-    def __getitem__(self, index: torch.Tensor | list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, index: torch.Tensor | list[int]) -> tuple[torch.Tensor, ...]:
         index = torch.as_tensor(index, device=self.split.images.device)
-        return self.split.images.index_select(0, index), self.split.labels.index_select(0, index)
+        batch = (self.split.images.index_select(0, index), self.split.labels.index_select(0, index))
+        if self.split.factors is not None:
+            return (*batch, self.split.factors.index_select(0, index))
+        return batch
 
 
 class SampleBatches(Dataset):
@@ -244,7 +255,7 @@ class ImageDataModule(L.LightningDataModule):
             train_idx, val_idx = self._val_split(len(train))
             self.sample_sets = {"train": torch.utils.data.Subset(train, train_idx.tolist()),
                                 "val": torch.utils.data.Subset(train, val_idx.tolist()), "test": test}
-            first, _ = test[0]
+            first = test[0][0]
             self.splits = {k: Split(first[None].new_empty((0, *first.shape)), torch.empty(0, dtype=torch.long))
                            for k in ("train", "val", "test")}  # shape carrier only
         expected, got = self.expected_shape(), self.image_shape
@@ -365,7 +376,7 @@ class ImageDataModule(L.LightningDataModule):
         """The first n images of a split (for image grids and figures: the same images every epoch)."""
         if self.sample_sets:
             items = [self.sample_sets[split][i] for i in range(min(n, self.split_size(split)))]
-            return torch.stack([x for x, _ in items]), torch.as_tensor([y for _, y in items])
+            return torch.stack([item[0] for item in items]), torch.as_tensor([item[1] for item in items])
         s = self.splits[split]
         return s.images[:n], s.labels[:n]
 

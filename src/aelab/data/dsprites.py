@@ -137,7 +137,6 @@ class DSpritesDataModule(ImageDataModule):
         check(test_size < size <= math.prod(FACTOR_SIZES),
               f"data.size={size} and data.test_size={test_size} need test_size < size <= {math.prod(FACTOR_SIZES)}")
         self.size, self.test_size = int(size), int(test_size)
-        self.split_factors: dict[str, torch.Tensor] = {}
 
     def original(self) -> Path | None:
         for candidate in (self.data_dir / ORIGINAL, self.data_dir / "dsprites" / ORIGINAL):
@@ -156,7 +155,7 @@ class DSpritesDataModule(ImageDataModule):
         cache = self._cache_path(split)
         if cache is not None and cache.exists():
             try:
-                return Split(torch.load(cache, weights_only=True), factors[:, 0].clone())
+                return Split(torch.load(cache, weights_only=True), factors[:, 0].clone(), factors)
             except Exception:  # a damaged cache file is rebuilt, never trusted
                 cache.unlink(missing_ok=True)
         path = self.original()
@@ -165,21 +164,12 @@ class DSpritesDataModule(ImageDataModule):
             from aelab.data.base import atomic_torch_save
 
             atomic_torch_save(images, cache)
-        return Split(images, factors[:, 0].clone())
+        return Split(images, factors[:, 0].clone(), factors)
 
     def cache_key(self) -> str | None:
         path = self.original()
         source = f"original:{md5(path)}" if path is not None else "rendered:v1"
         return f"{source}|{self.size}|{self.test_size}|{self.seed}"
-
-    def setup(self, stage: str | None = None) -> None:
-        fresh = not self.splits
-        super().setup(stage)
-        if fresh:  # the factors follow the images through the seeded val split
-            train = torch.from_numpy(flat_to_factors(self.grid_index("train")))
-            train_idx, val_idx = self._val_split(len(train))
-            self.split_factors = {"train": train[train_idx], "val": train[val_idx],
-                                  "test": torch.from_numpy(flat_to_factors(self.grid_index("test")))}
 
     def expected_shape(self) -> tuple[int, int, int]:
         return (1, SIZE, SIZE)
@@ -188,10 +178,14 @@ class DSpritesDataModule(ImageDataModule):
         return SHAPES
 
     def factors(self, split: str, limit: int | None = None) -> torch.Tensor:
-        """Factor indices [N, 5] of the split's images, in the order `all_of(split)` gives them."""
-        if not self.split_factors:
+        """Factor indices [N, 5] of the split's images, in the order `all_of(split)` gives them (each batch carries
+        its own rows: Batch.factors)."""
+        if not self.splits:
             self.setup()
-        f = self.split_factors[split]
+        if self.sample_sets:  # data.in_memory=false: each sample carries its factors
+            n = self.split_size(split) if limit is None else min(limit, self.split_size(split))
+            return torch.stack([self.sample_sets[split][i][2] for i in range(n)])
+        f = self.splits[split].factors.cpu()
         return f if limit is None else f[:limit]
 
     factor_names, factor_sizes = FACTOR_NAMES, FACTOR_SIZES

@@ -22,11 +22,14 @@ __all__ = ["Batch", "Capabilities", "Embedding", "LossTerms", "Prior", "STAGES",
 
 @dataclass
 class Batch:
-    """What a model learns from: corrupted `input` -> clean `target`; `label` for plots and conditional models."""
+    """What a model learns from: corrupted `input` -> clean `target`; `label` for plots and conditional models;
+    `factors`, on data with ground-truth factors of variation (dSprites), their indices [B, K] for each image
+    (data.factor_names names the columns)."""
 
     input: torch.Tensor
     target: torch.Tensor
     label: torch.Tensor | None = None
+    factors: torch.Tensor | None = None
 
 
 @dataclass
