@@ -111,3 +111,15 @@ def test_a_fixed_seed_gives_the_same_numbers_twice(mnist):
     images = mnist["held_out"][N:2 * N]
     assert scored(mnist, images, seed=3) == scored(mnist, images, seed=3)
     assert scored(mnist, images, seed=3)["kid"] != scored(mnist, images, seed=4)["kid"]  # KID's draws are seeded
+
+
+@pytest.mark.slow  # trains the Fashion-MNIST network too: about two more minutes on 2 cores
+def test_the_domain_feature_networks_reach_their_accuracy_targets(mnist, data_dir, cache_dir):
+    """The feature spaces every sample-quality number is read in: MNIST >= 99 %, Fashion-MNIST >= 90 % on the
+    official test split, with the full recipe built from scratch in this session."""
+    from aelab.data import FashionMNISTDataModule
+
+    fashion = FashionMNISTDataModule(data_dir=data_dir, cache_dir=str(cache_dir))
+    fashion.setup()
+    assert mnist["space"].accuracy >= 0.99
+    assert feature_space(fashion).accuracy >= 0.90
