@@ -10,6 +10,11 @@
 # On a machine whose Python lacks aelab's pure-Python dependencies (the lent GPU machines have torch and Lightning
 # but no Hydra), put their wheels in .whl/ first (hydra-core, omegaconf, antlr4-python3-runtime, pydantic,
 # pydantic-core, annotated-types, typing-inspection, hydra-joblib-launcher): setup installs them into /tmp/site.
+# For a Python 3.12 machine, from a checkout with the project's venv (antlr4's 4.9.3 is an sdist: build its wheel):
+#   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#       --platform manylinux2014_x86_64 -d .whl pydantic_core==VERSION pydantic annotated-types \
+#       typing-inspection hydra-core omegaconf hydra-joblib-launcher     # the versions `pip list` shows here
+#   pip wheel --no-deps -w .whl antlr4-python3-runtime==4.9.3
 # AELAB_DATA_DIR must hold MNIST/raw. Each step has its own time limit so that one hang cannot eat the others'.
 set -u
 OUT=${1:?usage: gpu_session.sh OUT [STEPS]}
