@@ -111,6 +111,29 @@ def test_provenance_names_the_command_commit_machine_and_time(tmp_path):
            "job's start to the last one's end" in md
 
 
+def test_results_shows_the_disentanglement_sweep_as_mean_and_std_per_preset(tmp_path):
+    from experiments.seed_sweeps import disentanglement_section
+
+    root = tmp_path / "bench"
+    for seed, mig in enumerate([0.1, 0.3]):
+        fake_job(root, ["epochs=1", "experiment=dsprites_beta_tcvae", f"seed={seed}"], {"test/mig": mig})
+        fake_job(root, ["epochs=1", "experiment=dsprites_beta_vae", f"seed={seed}"], {"test/mig": 0.05,
+                                                                                     "test/sap": 0.2})
+    fake_job(root, ["epochs=1", "experiment=dsprites_factorvae", "seed=0"], {}, state="failed")
+    (root / "multirun.yaml").write_text(yaml.safe_dump(
+        {"hydra": {"overrides": {"task": ["benchmark=disentanglement", "epochs=1"]}, "sweeper": {"params": {}}}}))
+    write_report(root, tmp_path / "out")
+    lines = disentanglement_section(tmp_path / "out" / "BENCHMARK.json")
+    text = "\n".join(lines)
+    assert "4 of 5 jobs succeeded" in text and "`aelab-bench benchmark=disentanglement epochs=1`" in text
+    assert "with epochs=1 for every preset" in text and "Locatello et al." in text
+    rows = {line.split(" | ")[0].strip("| "): line for line in lines if line.startswith("| dsprites_")}
+    assert set(rows) == {"dsprites_beta_tcvae", "dsprites_beta_vae", "dsprites_factorvae"}
+    assert f"| 2 | {0.2:.3f} ± {statistics.stdev([0.1, 0.3]):.3f} |" in rows["dsprites_beta_tcvae"]
+    assert "| 2 | 0.050 ± 0.000 |" in rows["dsprites_beta_vae"] and "| 0 | – |" in rows["dsprites_factorvae"]
+    assert disentanglement_section(tmp_path / "absent.json")[2].startswith("Not recorded yet")
+
+
 def test_every_benchmark_composes_and_names_real_models_and_data():
     assert {"mnist_families", "disentanglement", "lesson"} <= set(benchmarks())
     for name in benchmarks():
