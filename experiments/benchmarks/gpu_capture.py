@@ -26,6 +26,10 @@ STEPS = {  # how each group trains; "captured" is compared with both eager ones
 }
 
 
+def loss(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.6g}"
+
+
 def bench_capture(report: Report, sizes: Sizes, work: Path, device: str | None = None) -> None:
     """Row g (on the CPU, with `device="cpu"`, the same code runs and capture falls back to the eager step)."""
     print("g: captured step on the GPU", flush=True)
@@ -73,8 +77,8 @@ def bench_capture(report: Report, sizes: Sizes, work: Path, device: str | None =
             report.add(f"g{i}", f"GPU {name}: {group}, captured step", "failed", "", "", errors)
             continue
         images = res["steps"]["captured, fused Adam"][0]["images"][-1]
-        rel = (abs(losses["captured, fused Adam"] - losses["eager, fused Adam"]) / abs(losses["eager, fused Adam"])
-               if losses["eager, fused Adam"] else float("nan"))
+        a, b = losses["captured, fused Adam"], losses["eager, fused Adam"]
+        rel = abs(a - b) / abs(b) if a is not None and b else float("nan")
         plain = statistics.median(res["plain_epoch_s"]) if res["plain_epoch_s"] else None
         numbers.append({"group": group, "experiment": res["experiment"], "gpu": name,
                         "seconds_per_epoch": seconds, "val_loss": losses, "val_loss_rel_diff": rel,
@@ -85,5 +89,5 @@ def bench_capture(report: Report, sizes: Sizes, work: Path, device: str | None =
                    + (f"; plain loop: {plain:.2f} s/epoch" if plain else ""),
                    f"{eager / cap:.2f}x over eager, {fused / cap:.2f}x over eager fused",
                    f"second of two epochs ({images:,} images), validation excluded, median of {repeats}; val/loss "
-                   f"captured {losses['captured, fused Adam']:.6g}, eager fused {losses['eager, fused Adam']:.6g} "
-                   f"(relative difference {rel:.1e}), eager {losses['eager']:.6g}; target <= {res['target_s']} s")
+                   f"captured {loss(a)}, eager fused {loss(b)} (relative difference {rel:.1e}), eager "
+                   f"{loss(losses['eager'])}; target <= {res['target_s']} s")
