@@ -134,6 +134,15 @@ def test_results_shows_the_disentanglement_sweep_as_mean_and_std_per_preset(tmp_
     assert disentanglement_section(tmp_path / "absent.json")[2].startswith("Not recorded yet")
 
 
+def test_a_short_budget_for_the_disentanglement_sweep_is_given_on_the_command_line():
+    from aelab.bench import sweep_dir
+
+    overrides = ["benchmark=disentanglement", "epochs=1", "data.size=20000", "data.test_size=5000"]
+    assert sweep_dir(overrides).parts[-2:] == ("bench", "disentanglement")  # the data keys are the presets' own
+    cfg = compose_cfg([*overrides, "experiment=dsprites_factorvae"])
+    assert (cfg.data.size, cfg.data.test_size, cfg.trainer.max_epochs) == (20000, 5000, 1)
+
+
 def test_every_benchmark_composes_and_names_real_models_and_data():
     assert {"mnist_families", "disentanglement", "lesson"} <= set(benchmarks())
     for name in benchmarks():
