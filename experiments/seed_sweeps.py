@@ -51,5 +51,36 @@ def disentanglement_section(path: Path = REPORT) -> list[str]:
              f"on {'; '.join(origin['machines'])}" if origin.get("machines") else "",
              f"{origin['span_seconds'] / 60:.0f} min from the first job's start to the last one's end"
              if origin.get("span_seconds") else ""]
-    out += ["", "Ran at " + ", ".join(w for w in where if w) + ".", "", PUBLISHED, ""]
+    out += ["", "Ran at " + ", ".join(w for w in where if w) + ".", "", PUBLISHED + " " + reading(rows), ""]
     return out
+
+
+def reading(rows: list[dict]) -> str:
+    """The measured side of the comparison: where the means fall against the published ranges, and whether the
+    models differ by more than the seeds do."""
+    def means(metric: str) -> list[float]:
+        return [m["mean"] for r in rows if (m := r["metrics"].get(metric)) and m.get("mean") is not None]
+
+    def stds(metric: str) -> list[float]:
+        return [m["std"] for r in rows if (m := r["metrics"].get(metric)) and m.get("std") is not None]
+
+    mig, fvae = means("test/mig"), means("test/factorvae_score")
+    if not mig:
+        return "No run here has a MIG yet."
+
+    def place(values: list[float], low: float, high: float) -> str:
+        lo, hi = min(values), max(values)
+        where = ("below" if hi < low else "above" if lo > high else "within" if low <= lo and hi <= high
+                 else "overlapping")
+        return f"{lo:.3f}–{hi:.3f} ({where} {low}–{high})"
+
+    text = f"Here the presets' mean MIG spans {place(mig, 0.1, 0.4)}"
+    if fvae:
+        text += f" and their mean FactorVAE score {place(fvae, 0.6, 0.85)}"
+    spread = stds("test/mig")
+    if spread and len(mig) > 1:
+        gap, typical = max(mig) - min(mig), sum(spread) / len(spread)
+        text += (f"; the gap between the best and the worst preset's mean MIG ({gap:.3f}) is "
+                 f"{'smaller' if gap < typical else 'larger'} than a seed's typical standard deviation "
+                 f"({typical:.3f})")
+    return text + "."

@@ -131,6 +131,10 @@ def test_results_shows_the_disentanglement_sweep_as_mean_and_std_per_preset(tmp_
     assert set(rows) == {"dsprites_beta_tcvae", "dsprites_beta_vae", "dsprites_factorvae"}
     assert f"| 2 | {0.2:.3f} ± {statistics.stdev([0.1, 0.3]):.3f} |" in rows["dsprites_beta_tcvae"]
     assert "| 2 | 0.050 ± 0.000 |" in rows["dsprites_beta_vae"] and "| 0 | – |" in rows["dsprites_factorvae"]
+    # MIG means 0.2 and 0.05: the range straddles the published 0.1-0.4; the gap 0.15 exceeds the mean seed std
+    spread = (statistics.stdev([0.1, 0.3]) + 0.0) / 2
+    assert (f"Here the presets' mean MIG spans 0.050–0.200 (overlapping 0.1–0.4); the gap between the best and the "
+            f"worst preset's mean MIG (0.150) is larger than a seed's typical standard deviation ({spread:.3f}).") in text
     assert disentanglement_section(tmp_path / "absent.json")[2].startswith("Not recorded yet")
 
 
