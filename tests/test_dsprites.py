@@ -56,6 +56,19 @@ def test_splits_keep_their_factors_aligned_and_are_seeded(tmp_path):
         DSpritesDataModule(data_dir=tmp_path, size=100, test_size=100)
 
 
+def test_bit_packing_round_trips_and_holds_a_split_in_an_eighth_of_the_bytes(tmp_path):
+    from aelab.data.base import pack_bits, unpack_bits
+
+    odd = (torch.rand(5, 1, 3, 7, generator=torch.Generator().manual_seed(0)) > 0.5).to(torch.uint8) * 255
+    packed = pack_bits(odd)  # 21 pixels: 3 bytes, the last one padded
+    assert packed.shape == (5, 3) and torch.equal(unpack_bits(packed, (1, 3, 7)), odd)
+    dm = DSpritesDataModule(data_dir=tmp_path, size=300, test_size=100, seed=0)
+    dm.setup()
+    test = dm.splits["test"]
+    assert test.images.shape == (100, 512) and dm.image_shape == (1, 64, 64)
+    assert torch.equal(test.decoded(), render(dm.factors("test")))
+
+
 @pytest.mark.parametrize("in_memory", [True, False])
 def test_every_batch_carries_its_images_factors_into_the_models_batch(tmp_path, in_memory):
     """Shuffled training batches, in memory and per sample: each image is the rendering of the factors beside it,

@@ -127,7 +127,7 @@ def train_split(dm) -> tuple[torch.Tensor, torch.Tensor]:
         raise ConfigError(f"{dm.name}: a feature network needs the training split in memory; set "
                           "data.in_memory=true or callbacks.sample_quality=null")
     split = dm.load("train")
-    return split.images, split.labels
+    return split.decoded(), split.labels
 
 
 @torch.no_grad()

@@ -11,10 +11,12 @@ scales them to [0, 1].
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
 
@@ -35,25 +37,52 @@ class DataSpec:
     class_names: tuple[str, ...] | None = None
 
 
+def pack_bits(images: torch.Tensor) -> torch.Tensor:
+    """Binary uint8 images [N, C, H, W] (0 or 255) -> their bits, eight pixels a byte, first pixel in the highest
+    bit: uint8 [N, ceil(C*H*W / 8)]."""
+    return torch.from_numpy(np.packbits(images.reshape(len(images), -1).numpy() > 0, axis=1))
+
+
+def unpack_bits(packed: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """pack_bits undone, on the device `packed` is on: uint8 [N, *shape], 0 or 255."""
+    bits = torch.arange(7, -1, -1, dtype=torch.uint8, device=packed.device)
+    flat = (packed.unsqueeze(-1) >> bits).bitwise_and_(1).reshape(len(packed), -1)[:, :math.prod(shape)]
+    return flat.reshape(len(packed), *shape).mul_(255)
+
+
 @dataclass
 class Split:
     """One split held in memory: images uint8 [N, C, H, W], labels int64 [N], and for data with ground-truth factors
-    of variation (dSprites) their indices int64 [N, K], which follow the images through every subset and copy."""
+    of variation (dSprites) their indices int64 [N, K], which follow the images through every subset and copy.
+
+    Binary images can be held bit-packed (pack_bits: `images` is [N, bytes] and `packed_shape` their (C, H, W)),
+    eight times smaller; `decoded` gives them back as images, and loaders decode each batch where it is drawn."""
 
     images: torch.Tensor
     labels: torch.Tensor
     factors: torch.Tensor | None = None
+    packed_shape: tuple[int, int, int] | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
 
+    def decoded(self, images: torch.Tensor | None = None) -> torch.Tensor:
+        """These images (default: all of the split's), as uint8 [N, C, H, W]."""
+        images = self.images if images is None else images
+        return images if self.packed_shape is None else unpack_bits(images, self.packed_shape)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of one image."""
+        return self.packed_shape or tuple(self.images.shape[1:])
+
     def subset(self, index: torch.Tensor) -> "Split":
         return Split(self.images[index], self.labels[index],
-                     self.factors[index] if self.factors is not None else None)
+                     self.factors[index] if self.factors is not None else None, self.packed_shape)
 
     def to(self, device: torch.device) -> "Split":
         return Split(self.images.to(device), self.labels.to(device),
-                     self.factors.to(device) if self.factors is not None else None)
+                     self.factors.to(device) if self.factors is not None else None, self.packed_shape)
 
     @property
     def nbytes(self) -> int:
@@ -71,9 +100,10 @@ class SplitSamples(Dataset):
         return len(self.split)
 
     def __getitem__(self, i: int) -> tuple:
+        image = self.split.decoded(self.split.images[i:i + 1])[0]
         if self.split.factors is not None:
-            return self.split.images[i], int(self.split.labels[i]), self.split.factors[i]
-        return self.split.images[i], int(self.split.labels[i])
+            return image, int(self.split.labels[i]), self.split.factors[i]
+        return image, int(self.split.labels[i])
 
 
 class IndexedBatches(Dataset):
@@ -89,7 +119,7 @@ class IndexedBatches(Dataset):
 
     def __getitem__(self, index: torch.Tensor | list[int]) -> tuple[torch.Tensor, ...]:
         index = torch.as_tensor(index, device=self.split.images.device)
-        batch = (self.split.images.index_select(0, index), self.split.labels.index_select(0, index))
+        batch = (self.split.decoded(self.split.images.index_select(0, index)), self.split.labels.index_select(0, index))
         if self.split.factors is not None:
             return (*batch, self.split.factors.index_select(0, index))
         return batch
@@ -285,7 +315,7 @@ class ImageDataModule(L.LightningDataModule):
             return shape
         if not self.splits:
             self.setup()
-        return tuple(self.splits["test"].images.shape[1:]) if not self.sample_sets else \
+        return self.splits["test"].shape if not self.sample_sets else \
             tuple(self.sample_sets["test"][0][0].shape)
 
     @property
@@ -378,7 +408,7 @@ class ImageDataModule(L.LightningDataModule):
             items = [self.sample_sets[split][i] for i in range(min(n, self.split_size(split)))]
             return torch.stack([item[0] for item in items]), torch.as_tensor([item[1] for item in items])
         s = self.splits[split]
-        return s.images[:n], s.labels[:n]
+        return s.decoded(s.images[:n]), s.labels[:n]
 
     def all_of(self, split: str, limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Up to `limit` images and labels of a split, in order (latent scatter plots, baselines)."""
