@@ -27,11 +27,11 @@ from aelab.errors import ConfigError
 from aelab.models import Batch, LossTerms
 
 log = logging.getLogger("aelab")
-MODES = (False, True, "auto")
 
 
 def capture_mode(value) -> bool | str:
-    """The config value of `capture_step` as one of MODES; anything else is the user's mistake, named in one line."""
+    """The config value of `capture_step`: true, false or "auto"; anything else is the user's mistake, named in one
+    line."""
     if isinstance(value, bool) or value == "auto":
         return value
     raise ConfigError(f"capture_step={value!r}: allowed are true, false and auto")
