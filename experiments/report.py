@@ -75,9 +75,12 @@ def job_record(job) -> dict:
 
 
 def sample_quality_record(job) -> dict | None:
-    """The run's sample_quality.json (feature space, counts, every set's scores), or None."""
+    """The run's sample_quality.json (feature space, counts, every set's scores), or None; a row carried over by
+    --merge has no run directory here and keeps the record RESULTS.json holds of it."""
     import json
 
+    if getattr(job, "sample_quality", None) is not None:
+        return job.sample_quality
     run_dir = getattr(job, "run_dir", None)
     path = Path(run_dir) / "sample_quality.json" if run_dir else None
     if path is None or not path.is_file():

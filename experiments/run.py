@@ -111,6 +111,7 @@ class Job:
     commit: str | None = None  # the git commit the run ran at (its environment.json)
     machine: dict | None = None  # {"cpu", "cores"} of the machine it ran on (carried-over rows keep theirs)
     terms: list[str] = field(default_factory=list)  # the test terms its model declares (terms.json)
+    sample_quality: dict | None = None  # a carried-over row's sample_quality.json, as RESULTS.json recorded it
 
 
 def cli(app: str) -> str:
@@ -264,7 +265,8 @@ def carried_jobs(results: Path, fresh: set[str]) -> tuple[list[Job], list[Job], 
                    wall_s=record["wall_s"], state=record["state"], error=record.get("error"),
                    metrics=record["metrics"] or {}, epochs=record["epochs"], data=record["data"],
                    commit=record["commit"], machine=ran_on,
-                   terms=record.get("terms") or recorded_terms(record["metrics"] or {}))
+                   terms=record.get("terms") or recorded_terms(record["metrics"] or {}),
+                   sample_quality=record.get("sample_quality"))
 
     trained = [job(n, r, "aelab-train") for section in ("presets", "variants")
                for n, r in old[section].items() if n not in fresh]

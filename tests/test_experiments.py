@@ -306,6 +306,8 @@ def test_runner_merge_carries_every_other_row_over_exactly(tmp_path):
     for section in ("presets", "variants", "transfer"):
         for record in old[section].values():
             del record["machine"]
+    # its sample_quality.json as recorded: a carried row has no run directory to read it from again
+    old["presets"]["denoise_mnist"]["sample_quality"] = {"feature_space": {"name": "mnist-classifier-full-0123"}}
     out = tmp_path / "RESULTS.md"
     out.with_suffix(".json").write_text(json.dumps(old))
     # --report-only: nothing trains; the rerun preset (and its variant) is read back from an empty runs folder
