@@ -12,8 +12,8 @@ import lightning as L
 import torch
 
 from aelab.seeds import seeded_generator
-from experiments.benchmarks.harness import (Report, Sizes, aelab_train, callback_target, compose, find_callback,
-                                            plain_parts, plain_step, rate, sync)
+from experiments.benchmarks.harness import (Report, Sizes, aelab_train, callback_target, compose, error_line,
+                                            find_callback, plain_parts, plain_step, rate, sync)
 
 
 class ChannelsLast(L.Callback):
@@ -143,7 +143,7 @@ def bench_gpu(report: Report, sizes: Sizes, work: Path, device: str | None = Non
                 print(f"  aelab {variant}: " + ", ".join(f"{s:.2f}" for s in run["epoch_s"]) + " s/epoch",
                       flush=True)
         except Exception as e:  # one option failing on this GPU/torch must not lose the other rows
-            runs = {"error": f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"}
+            runs = {"error": error_line(e)}
             print(f"  aelab {variant}: failed: {runs['error']}", flush=True)
         results[variant] = runs
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from experiments.benchmarks.gpu import gpu_overrides, plain_epochs, run_variant
-from experiments.benchmarks.harness import Report, Sizes, compose, rate
+from experiments.benchmarks.harness import Report, Sizes, compose, error_line, rate
 
 GROUPS = {  # name: (experiment, overrides, target seconds per epoch)
     "ae_conv_mnist, batch 128": ("ae_conv_mnist", [], 0.75),
@@ -50,7 +50,7 @@ def bench_capture(report: Report, sizes: Sizes, work: Path, device: str | None =
                 print(f"  {group}, {step}: " + ", ".join(f"{r['epoch_s'][-1]:.2f}" for r in steps[step])
                       + " s/epoch", flush=True)
             except Exception as e:  # one step failing on this GPU/torch must not lose the others
-                steps[step] = {"error": f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"}
+                steps[step] = {"error": error_line(e)}
                 print(f"  {group}, {step}: failed: {steps[step]['error']}", flush=True)
         plain = None
         if experiment == "ae_conv_mnist":  # the plain loop trains the lesson's autoencoder only

@@ -78,6 +78,12 @@ def median_spread(values: list[float]) -> tuple[float, str]:
     return med, spread
 
 
+def error_line(e: Exception) -> str:
+    """An exception as one line for a row's detail: its type and the first line of its message."""
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0] if text else ''}"
+
+
 def rate(x: float) -> str:
     return f"{x:,.0f} img/s"
 
