@@ -54,10 +54,14 @@ def mnist(data_dir, cache_dir):
     dm = MNISTDataModule(data_dir=data_dir, cache_dir=str(cache_dir))
     dm.setup()
     space = feature_space(dm)  # the full recipe, trained once per session (the session's cache)
-    test_images, test_labels = dm.all_of("test", N)
+    # a seeded draw of the test split, not its first N: MNIST's test images come in two writer populations, one
+    # after the other, so its first 2000 differ from the whole split (training images score FID 31 against them,
+    # 3.4 against all 10,000) and a floor against them would measure the ordering, not the metric
+    test_images, _ = dm.all_of("test")
+    test_draw = torch.randperm(len(test_images), generator=torch.Generator().manual_seed(0))[:N]
     perm = torch.randperm(dm.split_size("train"), generator=torch.Generator().manual_seed(0))
     train_images, train_labels = dm.all_of("train")
-    return dict(dm=dm, space=space, real=space(test_images), held_out=train_images[perm[:4 * N]],
+    return dict(dm=dm, space=space, real=space(test_images[test_draw]), held_out=train_images[perm[:4 * N]],
                 held_labels=train_labels[perm[:4 * N]])
 
 
@@ -103,7 +107,11 @@ def test_an_untrained_decoder_scores_far_above_the_floor(mnist):
         codes = torch.randn(N, model.capabilities.embedding.size, generator=torch.Generator().manual_seed(0))
         images = model.generate(codes)
     untrained, floor = scored(mnist, images), scored(mnist, mnist["held_out"][:N])
-    assert untrained["fid"] > 20 * floor["fid"] and untrained["precision"] < 0.2, (untrained, floor)
+    # its outputs are nearly one image, which can fall inside the wide k-NN ball of one outlying real image: then
+    # precision reads 1 while recall and coverage read 0, the weakness of k-NN precision that density and coverage
+    # answer (Naeem et al., 2020); so the collapse is judged by recall, coverage and density, not precision
+    assert untrained["fid"] > 20 * floor["fid"], (untrained, floor)
+    assert untrained["recall"] < 0.1 and untrained["coverage"] < 0.1 and untrained["density"] < 0.5, untrained
 
 
 @pytest.mark.slow

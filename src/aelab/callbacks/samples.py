@@ -1,6 +1,7 @@
 """How good are the samples? After testing, every model's outputs are scored against the test split in the feature
 space of a domain classifier (aelab.features) with FID, KID, precision / recall and density / coverage
-(aelab.sample_quality), on `n_images` images per set (MNIST: 10,000, the whole test split):
+(aelab.sample_quality), on `n_images` images per set (MNIST: 10,000, the whole test split; a smaller count is a seeded
+draw of the test split, never its first images):
 
     <sampler>  images decoded from each sampler the model supports (aelab.samplers): "prior" (capabilities.prior),
                "gaussian" and "gmm" fitted on the codes of the training images (models that decode flat codes)
@@ -125,7 +126,13 @@ class SampleQuality(ModelCallback):
         smoke = self.features == "smoke" or (self.features == "auto" and tested is not None)
         space = self._space(dm, smoke, device)
         n = min(self.n_images, tested or self.n_images, dm.split_size("test"))
-        test_images, test_labels = dm.all_of("test", n)
+        test_images, test_labels = dm.all_of("test")
+        reference = "test split" if n == len(test_images) else f"a seeded draw of {n} test images"
+        if n < len(test_images):  # a seeded draw, not the first n: a split's order can follow its sources (MNIST's
+            # test split holds two writer populations one after the other)
+            pick = torch.randperm(len(test_images), generator=seeded_generator("cpu", self.seed, "sample_quality",
+                                                                              "reference"))[:n]
+            test_images, test_labels = test_images[pick], test_labels[pick]
         train_images, train_labels = dm.all_of("train")
         draw = torch.randperm(len(train_images), generator=seeded_generator("cpu", self.seed, "sample_quality"))
         binarize = is_binary(test_images) and not is_binary(train_images)
@@ -171,7 +178,7 @@ class SampleQuality(ModelCallback):
             module.log("test/feature_accuracy", space.accuracy, on_step=False, on_epoch=True)
         self._grids(trainer, grids)
         seconds = time.perf_counter() - start
-        self._record({"feature_space": space.info, "images_per_set": n, "reference": "test split",
+        self._record({"feature_space": space.info, "images_per_set": n, "reference": reference,
                       "fit_images": len(fit) if samplers and any(s != "prior" for s in samplers) else 0,
                       "nearest_k": self.k, "kid_subsets": kid_subsets,
                       "kid_subset_size": min(self.kid_subset_size, n), "prior": model.capabilities.prior,
