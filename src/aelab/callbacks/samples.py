@@ -52,7 +52,10 @@ class SampleQuality(ModelCallback):
     components: the mixture's k; nearest_k: the k of precision / recall / density / coverage; kid_subsets,
     kid_subset_size: KID's draws; features: domain (the dataset's classifier, full recipe), smoke, auto (smoke when
     the test is limited, else domain) or inception (inception_weights: a local torchvision state-dict file);
-    fit_images: training codes the samplers are fitted on (null: all); grid_images: images per TensorBoard grid;
+    fit_images: training codes the samplers are fitted on (null: all), further capped so that codes x dims^2 <=
+    fit_cost (a full-covariance fit costs about that per EM step and component: 1e10 keeps every training code of a
+    code up to 430 dims, and 4,000 of a VQ-VAE's 1568-d maps, whose EM over all 54,000 took over half an hour);
+    grid_images: images per TensorBoard grid;
     output_dir: where sample_quality.json goes (null: none); seed: every draw of the callback."""
 
     metrics = tuple(f"test/{m}_{s}" for s in ("prior", "gaussian", "gmm", "recon")
@@ -63,7 +66,7 @@ class SampleQuality(ModelCallback):
                  nearest_k: PositiveInt = 5, kid_subsets: PositiveInt = 100, kid_subset_size: PositiveInt = 1000,
                  features: Literal["auto", "domain", "smoke", "inception"] = "auto",
                  inception_weights: str | None = None, fit_images: PositiveInt | None = None,
-                 grid_images: PositiveInt = 64, output_dir: str | None = None, seed: int = 0):
+                 fit_cost: PositiveInt = 10_000_000_000, grid_images: PositiveInt = 64, output_dir: str | None = None, seed: int = 0):
         unknown = [s for s in samplers if s not in SAMPLERS]
         check(not unknown, f"callbacks.sample_quality.samplers has {unknown}; allowed: {list(SAMPLERS)}")
         check(features in ("auto", "domain", "smoke", "inception"),
@@ -73,6 +76,7 @@ class SampleQuality(ModelCallback):
         self.n_images, self.samplers, self.components = int(n_images), list(samplers), int(components)
         self.k, self.kid_subsets, self.kid_subset_size = int(nearest_k), int(kid_subsets), int(kid_subset_size)
         self.features, self.inception_weights, self.fit_images = features, inception_weights, fit_images
+        self.fit_cost = int(fit_cost)
         self.grid_images, self.output_dir, self.seed = int(grid_images), output_dir, int(seed)
         self._spaces: dict[tuple, object] = {}
 
@@ -151,7 +155,10 @@ class SampleQuality(ModelCallback):
             elif not torch.equal(inputs.cpu(), test_images.float() / 255):
                 sets["baseline"] = inputs
             fit_n = self.fit_images if tested is None else SMOKE_FIT_PER_IMAGE * tested
-            fit = draw[:fit_n] if fit_n is not None else draw
+            if model.capabilities.embedding is not None:
+                by_cost = max(2 * self.components, self.fit_cost // model.capabilities.embedding.size ** 2)
+                fit_n = by_cost if fit_n is None else min(fit_n, by_cost)
+            fit = draw[:fit_n]
             labels = train_labels[draw[-n:]].to(device)  # classes as often as in training, for conditional models
             samplers = make_samplers(self.samplers, model, self.components, self.seed, labels,
                                      max_iter=100 if tested is None else SMOKE_GMM_ITERATIONS)
