@@ -184,6 +184,19 @@ def lesson_section(jobs: list) -> list[str]:
     return out + [""]
 
 
+def nll_cell(metrics: dict) -> str:
+    """'83.12 ± 0.81' (with its standard error where the run logged one)."""
+    stderr = metrics.get("test/nll_stderr")
+    return fmt(metrics["test/nll"]) + (f" ± {fmt(stderr)}" if stderr is not None else "")
+
+
+def estimator_cell(metrics: dict) -> str:
+    """'1000, 1,000 drawn' for runs that logged their estimator, else '–'."""
+    if "test/nll_samples" not in metrics:
+        return "–"
+    return f"{int(metrics['test/nll_samples'])}, {int(metrics['test/nll_images']):,} drawn"
+
+
 def likelihood_section(jobs: list) -> list[str]:
     rows = [j for j in jobs if j.state == "succeeded" and "test/nll" in j.metrics]
     if not rows:
@@ -191,9 +204,12 @@ def likelihood_section(jobs: list) -> list[str]:
     out = ["## Likelihood (binarized MNIST, test NLL in nats per image)", "",
            "`test/nll`: importance-sampled estimate (`callbacks.nll.samples` per image, set by each preset); it is ≤ "
            "the training bound the test loss reports (negative ELBO, or negative IWAE bound for IWAE objectives). "
+           "± its standard error over the scored images, then K (samples per image) and the images: a seeded draw "
+           "of the test split (a row without them scored the split's first images, which are not a sample of it). "
            f"For scale, {PUBLISHED_NLL}.", "",
-           "| run | test NLL | test loss (negative bound) | the model's terms (test) |", "|---|---|---|---|"]
-    out += [f"| {j.name} | {fmt(j.metrics['test/nll'])} | {fmt(j.metrics.get('test/loss'))} | "
+           "| run | test NLL | K, images | test loss (negative bound) | the model's terms (test) |",
+           "|---|---|---|---|---|"]
+    out += [f"| {j.name} | {nll_cell(j.metrics)} | {estimator_cell(j.metrics)} | {fmt(j.metrics.get('test/loss'))} | "
             + ", ".join(f"{t} {fmt(j.metrics[f'test/{t}'])}" for t in j.terms if f"test/{t}" in j.metrics) + " |"
             for j in rows]
     return out + [""]

@@ -241,7 +241,8 @@ def test_report_main_baseline_follows_the_package_rule(present, main):
 def test_report_shows_lesson_models_beside_their_reference():
     jobs = [FakeJob("superres_flowers", SR_METRICS),
             FakeJob("superres_flowers_x4_area", {**SR_METRICS, "test/psnr": 21.0}, preset="superres_flowers"),
-            FakeJob("vae_binarized", {**VAE_METRICS, "test/nll": 91.0, "test/psnr_baseline_pca": 15.5}),
+            FakeJob("vae_binarized", {**VAE_METRICS, "test/nll": 91.0, "test/psnr_baseline_pca": 15.5,
+                                      "test/nll_stderr": 0.812, "test/nll_samples": 1000.0, "test/nll_images": 1000.0}),
             FakeJob("superres_flowers_lesson", {**SR_METRICS, "test/psnr": 20.5}),
             FakeJob("superres_flowers_x4_lesson", {**SR_METRICS, "test/psnr": 18.2}),
             FakeJob("vae_binarized_lesson", VAE_METRICS)]
@@ -263,7 +264,8 @@ def test_report_shows_lesson_models_beside_their_reference():
     assert any("lesson: 13.90 (pca); reference: 15.50 (pca)" in row for row in group)
     likelihood = lines[lines.index("## Likelihood (binarized MNIST, test NLL in nats per image)"):]
     assert "Importance Weighted Autoencoders" in likelihood[2] and "86.76" in likelihood[2]
-    assert "| vae_binarized_lesson | 97.50 | 101.00 | kl_loss 24.00 |" in likelihood  # the terms it declares
+    assert "| vae_binarized_lesson | 97.50 | – | 101.00 | kl_loss 24.00 |" in likelihood  # the terms it declares
+    assert any(row.startswith("| vae_binarized | 91.00 ± 0.81 | 1000, 1,000 drawn |") for row in likelihood)
 
 
 def test_report_codes_as_features_table_from_probe_metrics():

@@ -2,7 +2,10 @@
 
     -log p(x) ~= -(logsumexp_k [log p(x|z_k) + log p(z_k) - log q(z_k|x)] - log K),   z_k ~ q(z|x)
 
-in nats per image, averaged over the test images. For any K it is a stochastic upper bound of the true NLL that
+in nats per image, averaged over the test images, with its standard error over them (`test/nll_stderr`: the spread
+between images and the estimator's own noise; `test/nll_images` and `test/nll_samples` say how many images and K).
+`max_images` scores a seeded draw of the test split, never its first images: MNIST's test split holds two writer
+populations one after the other, so its first 1,000 images are not a sample of all 10,000. For any K it is a stochastic upper bound of the true NLL that
 tightens as K grows (K=1 is the negative ELBO in expectation), so it is <= the negative ELBO, never above it.
 p(x|z) is the decoder's Bernoulli likelihood: a proper probability for binary images (data=binarized_mnist, the
 standard for comparisons with the literature); on grey-level images the number is only a relative score.
@@ -38,9 +41,9 @@ log = logging.getLogger("aelab")
 
 class ImportanceSampledNLL(ModelCallback):
     """samples: K importance samples per image; batch_size: decoder evaluations per forward pass (memory);
-    max_images: the first n test images (None: all); seed: the sampling stream (the same for every run)."""
+    max_images: a seeded draw of n test images (None: all); seed: the sampling streams (the same for every run)."""
 
-    metrics = ("test/nll",)
+    metrics = ("test/nll", "test/nll_stderr")
 
     def __init__(self, samples: int = 1000, batch_size: int = 1024, max_images: int | None = None, seed: int = 0):
         check(isinstance(samples, int) and samples >= 1,
@@ -72,18 +75,26 @@ class ImportanceSampledNLL(ModelCallback):
         if trainer.datamodule is None:
             self._tell("no datamodule to read the test split from; test/nll is not computed")
             return
-        images, labels = trainer.datamodule.all_of("test", self.max_images)
+        images, labels = trainer.datamodule.all_of("test")
+        if self.max_images is not None and self.max_images < len(images):
+            pick = torch.randperm(len(images), generator=seeded_generator("cpu", "nll", self.seed, "images"))
+            images, labels = images[pick[:self.max_images]], labels[pick[:self.max_images]]
         generator = seeded_generator(module.device, "nll", self.seed)  # the same draws for every run
         was_training = model.training
         model.eval()
-        total, binary = torch.zeros((), dtype=torch.float64, device=module.device), True
+        per_image, binary = [], True
         for i in range(0, len(images), 1024):  # uint8 to the device in slices
             batch = module.corrupted_batch(images[i:i + 1024], labels[i:i + 1024], "nll")
             binary = binary and bool(((batch.target == 0) | (batch.target == 1)).all())
             nll = model.nll(batch.input, batch.target, batch.label, self.samples, self.batch_size, generator)
-            total += nll.double().sum()
+            per_image.append(nll.double())
         model.train(was_training)
         if not binary:
             self._tell("the test images are not binary, so the Bernoulli NLL is a relative score only "
                        "(data=binarized_mnist gives the standard number)")
-        module.log("test/nll", (total / len(images)).float(), on_step=False, on_epoch=True)
+        nll = torch.cat(per_image)
+        stderr = nll.std() / len(nll) ** 0.5 if len(nll) > 1 else torch.zeros((), dtype=nll.dtype)
+        for key, value in (("nll", nll.mean()), ("nll_stderr", stderr), ("nll_images", len(nll)),
+                           ("nll_samples", self.samples)):
+            module.log(f"test/{key}", torch.as_tensor(value, dtype=torch.float32, device=module.device),
+                       on_step=False, on_epoch=True)
