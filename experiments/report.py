@@ -378,7 +378,9 @@ def results_markdown(jobs: list, transfer: list, machine: dict, tiny: bool, star
     out += ["", "### Where the model does not beat PCA (same latent size, fitted on clean training images)", ""]
     out += not_beating or ["- none: every model that ran beats its PCA baseline."]
     out += [""] + lesson_section(jobs) + likelihood_section(jobs) + probe_section(jobs)
-    out += sample_quality_section(jobs)
+    from experiments.targets import family_targets_section, sampler_reading
+
+    out += sample_quality_section(jobs) + sampler_reading(jobs) + family_targets_section(jobs)
     out += ["## Commands", "", "Each job ran as below, plus `hydra.run.dir=<its run directory>`:", ""]
     out += [f"- {job.name}: `{short_command(job)}`" for job in jobs + transfer if job.command]
     out += [""] + transfer_section(transfer, transfer_data) + [""] + superres_section(jobs, superres)

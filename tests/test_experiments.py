@@ -268,6 +268,35 @@ def test_report_shows_lesson_models_beside_their_reference():
     assert any(row.startswith("| vae_binarized | 91.00 ± 0.81 | 1000, 1,000 drawn |") for row in likelihood)
 
 
+def test_report_reads_the_family_targets_and_the_samplers_from_the_rows():
+    fid = lambda **f: {f"test/fid_{k}": v for k, v in f.items()}
+    jobs = [FakeJob("vae_conv", fid(prior=400.0, gaussian=300.0, gmm=200.0)),
+            FakeJob("rae_mnist", fid(gaussian=220.0, gmm=70.0)),
+            FakeJob("wae_mnist", fid(prior=500.0, gaussian=450.0, gmm=420.0)),  # its mixture misses vae_conv's prior
+            FakeJob("vqvae_mnist", {"test/psnr": 31.5, "test/perplexity": 50.0}),
+            FakeJob("hvae_binarized", {"test/nll": 84.0, "test/nll_stderr": 0.8, "test/nll_samples": 1000.0,
+                                       "test/nll_images": 1000.0}),
+            FakeJob("vamp_binarized", {"test/nll": 85.0}),
+            FakeJob("mae_fashion", {"test/probe_linear_100": 0.85})]
+    jobs[1].wall_s = 1000.0  # over the 15 minutes
+    lines = render(jobs).splitlines()
+    row = lambda what: next(line for line in lines if line.startswith(f"| {what}"))
+    assert row("binarized MNIST NLL").endswith("| hvae_binarized | 84.00 ± 0.80 (K=1000, 1,000 test images) | "
+                                               "≤ 82.9 | missed: +1.10 nats |")
+    assert row("VQ-VAE test PSNR").endswith("| 31.50 | ≥ 30 | met |")
+    assert row("VQ-VAE codebook perplexity").endswith("| 50.00 | ≥ 64 | missed: -14.00 |")
+    assert row("masked AE linear probe, 100 labels per class (Fashion").endswith("| 85.00 | ≥ 84 | met |")
+    assert row("masked AE linear probe, 100 labels per class (MNIST").endswith("| not run |")
+    assert row("RAE mixture-sampler FID").endswith("| 70.0 | < vae_conv's prior samples (400.0) | met |")
+    assert row("WAE-MMD mixture-sampler FID").endswith("| missed: +20.0 |")
+    assert row("every family's preset").endswith("| missed: rae_mnist 16.7 min |")
+    reading = next(line for line in lines if line.startswith("- **mnist**"))
+    assert "lower FID than the single Gaussian in 3 of 3 runs (median Gaussian / mixture ratio 1.50)" in reading
+    assert "best mixture FID (70.0, rae_mnist) lies below the best prior samples of a model with one (400.0, " \
+           "vae_conv); 1 of 1 such runs beat that prior" in reading
+    assert "the mixture beats that prior in 2 of 2 runs" in reading
+
+
 def test_report_codes_as_features_table_from_probe_metrics():
     probes = {}
     for i, budget in enumerate(("10", "100", "all")):
