@@ -45,6 +45,20 @@ def test_fashion_mnist_differs_from_mnist(data_dir):
     assert not torch.equal(f.splits["test"].images[:10], m.splits["test"].images[:10])
 
 
+def test_a_drawn_subset_samples_the_whole_split_and_is_seeded(data_dir):
+    dm = MNISTDataModule(str(data_dir))
+    dm.setup()
+    images, labels = dm.all_of("test")
+    a, la = dm.drawn("test", 2000, 0, "x")
+    assert torch.equal(a, dm.drawn("test", 2000, 0, "x")[0]) and not torch.equal(a, dm.drawn("test", 2000, 1, "x")[0])
+    assert not torch.equal(a, images[:2000]) and len(a) == 2000
+    # MNIST's test split: its first half and its second are two writer populations; a draw spans both, its head not
+    rows = {bytes(x.numpy()): i for i, x in enumerate(images)}
+    index = torch.tensor([rows[bytes(x.numpy())] for x in a])
+    assert torch.equal(labels[index], la) and 0.4 < float((index >= 5000).float().mean()) < 0.6
+    assert torch.equal(dm.drawn("test", None, 0)[0], images) and torch.equal(dm.drawn("test", 10 ** 6, 0)[0], images)
+
+
 def test_batches_are_uint8_and_epoch_order_is_seeded(data_dir):
     dm = MNISTDataModule(str(data_dir), batch_size=32, seed=3)
     dm.setup()

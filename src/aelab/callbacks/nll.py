@@ -75,10 +75,7 @@ class ImportanceSampledNLL(ModelCallback):
         if trainer.datamodule is None:
             self._tell("no datamodule to read the test split from; test/nll is not computed")
             return
-        images, labels = trainer.datamodule.all_of("test")
-        if self.max_images is not None and self.max_images < len(images):
-            pick = torch.randperm(len(images), generator=seeded_generator("cpu", "nll", self.seed, "images"))
-            images, labels = images[pick[:self.max_images]], labels[pick[:self.max_images]]
+        images, labels = trainer.datamodule.drawn("test", self.max_images, "nll", self.seed, "images")
         generator = seeded_generator(module.device, "nll", self.seed)  # the same draws for every run
         was_training = model.training
         model.eval()

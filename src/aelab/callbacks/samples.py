@@ -130,13 +130,8 @@ class SampleQuality(ModelCallback):
         smoke = self.features == "smoke" or (self.features == "auto" and tested is not None)
         space = self._space(dm, smoke, device)
         n = min(self.n_images, tested or self.n_images, dm.split_size("test"))
-        test_images, test_labels = dm.all_of("test")
-        reference = "test split" if n == len(test_images) else f"a seeded draw of {n} test images"
-        if n < len(test_images):  # a seeded draw, not the first n: a split's order can follow its sources (MNIST's
-            # test split holds two writer populations one after the other)
-            pick = torch.randperm(len(test_images), generator=seeded_generator("cpu", self.seed, "sample_quality",
-                                                                              "reference"))[:n]
-            test_images, test_labels = test_images[pick], test_labels[pick]
+        test_images, test_labels = dm.drawn("test", n, self.seed, "sample_quality", "reference")
+        reference = "test split" if n == dm.split_size("test") else f"a seeded draw of {n} test images"
         train_images, train_labels = dm.all_of("train")
         draw = torch.randperm(len(train_images), generator=seeded_generator("cpu", self.seed, "sample_quality"))
         binarize = is_binary(test_images) and not is_binary(train_images)

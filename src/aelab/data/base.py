@@ -414,3 +414,13 @@ class ImageDataModule(L.LightningDataModule):
         """Up to `limit` images and labels of a split, in order (latent scatter plots, baselines)."""
         n = self.split_size(split) if limit is None else min(limit, self.split_size(split))
         return self.fixed_batch(split, n)
+
+    def drawn(self, split: str, limit: int | None, *stream) -> tuple[torch.Tensor, torch.Tensor]:
+        """Up to `limit` images and labels of a split as a sample of it: all of them in order, or a seeded draw of
+        `limit` (the stream names it) where the split is larger. Never its first images: a split's order can follow
+        its sources (MNIST's test split holds two writer populations one after the other)."""
+        images, labels = self.all_of(split)
+        if limit is None or limit >= len(images):
+            return images, labels
+        pick = torch.randperm(len(images), generator=seeded_generator("cpu", *stream))[:limit]
+        return images[pick], labels[pick]
