@@ -138,7 +138,7 @@ def preset_rows(jobs: list) -> tuple[list[str], list[str]]:
         gain = psnr - base if psnr is not None and base is not None else None
         other = ", ".join(f"{k.split('/')[1]} {fmt(m[k])}" for k in other_metrics(job))
         rows.append(f"| {job.name} | {job.epochs} | {fmt(job.wall_s, 0)} s | {fmt(m.get('test/loss'), 4)} | "
-                    f"{fmt(psnr)} | {fmt(m.get('test/ssim'), 3)} | {fmt(base)} ({name}) | {fmt(gain)} | "
+                    f"{fmt(psnr)} | {fmt(m.get('test/ssim'), 3)} | {fmt(base)}{f' ({name})' if name else ''} | {fmt(gain)} | "
                     f"{fmt(m.get('test/psnr_baseline_identity'))} | {fmt(m.get('test/psnr_baseline_bicubic'))} | "
                     f"{fmt(m.get('test/psnr_baseline_pca'))} | {fmt(m.get('test/psnr_baseline_mean'))} | {other} |")
         pca = m.get("test/psnr_baseline_pca")

@@ -122,3 +122,20 @@ def test_logged_baselines_match_a_recomputation_on_the_same_test_images(run_trai
     assert metrics["test/psnr_baseline_mean"] == pytest.approx(expected_mean, abs=1e-3)
     assert metrics["test/psnr_baseline_pca"] == pytest.approx(expected_pca, abs=1e-2)
     assert expected_pca > expected_mean + 5  # 128 components explain MNIST far better than one mean image
+
+
+@pytest.mark.parametrize("code, fitted", [(100, True), (784, False), (1568, False)])
+def test_no_pca_baseline_for_a_code_as_large_as_the_image(data_dir, code, fitted):
+    from types import SimpleNamespace as NS
+
+    from aelab.callbacks.baselines import Baselines
+    from aelab.data import MNISTDataModule
+
+    dm = MNISTDataModule(str(data_dir))
+    dm.setup()
+    module = NS(device="cpu", model=NS(capabilities=NS(embedding=NS(size=code))))
+    callback = Baselines(fit_images=200)
+    callback._fit(NS(datamodule=dm), module)
+    assert (callback.pca is not None) == fitted and callback.mean is not None
+    if fitted:
+        assert callback.pca.k == code

@@ -46,9 +46,11 @@ class Baselines(L.Callback):
         self.pca = self.mean = None
         shape = dm.image_shape
         pixels = shape[0] * shape[1] * shape[2]
-        # PCA with the model's code size: a linear autoencoder with the same bottleneck (none without a code)
+        # PCA with the model's code size: a linear autoencoder with the same bottleneck (none without a code, and
+        # none for a code with at least as many numbers as the image has pixels, as a VQ-VAE's map can: that PCA
+        # is the identity, a perfect, meaningless score)
         embedding = module.model.capabilities.embedding
-        if "pca" in self.names and embedding is not None:
+        if "pca" in self.names and embedding is not None and embedding.size < pixels:
             k = embedding.size
             n = min(self.fit_images, max(k + 1, self.fit_values // pixels), dm.split_size("train"))
             images, _ = dm.all_of("train", n)
