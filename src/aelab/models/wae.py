@@ -58,7 +58,7 @@ class InfoVAE(VariationalAutoencoder):
     likelihood = True  # the VAE's generative model and posterior: the importance-sampling estimator holds
 
     def __init__(self, *args, channels: list[PositiveInt] = (32, 64), hidden: PositiveInt = 128,
-                 alpha: NonNegativeFloat = 1.0, mmd_lambda: NonNegativeFloat = 1000.0, batch_norm: bool = False,
+                 alpha: NonNegativeFloat = 1.0, mmd_lambda: NonNegativeFloat = 100.0, batch_norm: bool = False,
                  **kwargs):
         super().__init__(*args, **kwargs)
         self.alpha, self.mmd_lambda = float(alpha), float(mmd_lambda)
