@@ -54,7 +54,7 @@ class SampleQuality(ModelCallback):
     the test is limited, else domain) or inception (inception_weights: a local torchvision state-dict file);
     fit_images: training codes the samplers are fitted on (null: all), further capped so that codes x dims^2 <=
     fit_cost (a full-covariance fit costs about that per EM step and component: 1e10 keeps every training code of a
-    code up to 430 dims, and 4,000 of a VQ-VAE's 1568-d maps, whose EM over all 54,000 took over half an hour);
+    code up to 430 dims, and about 4,000 of a VQ-VAE's 1568-d maps, whose EM over all 54,000 took over half an hour);
     grid_images: images per TensorBoard grid;
     output_dir: where sample_quality.json goes (null: none); seed: every draw of the callback."""
 
@@ -66,7 +66,8 @@ class SampleQuality(ModelCallback):
                  nearest_k: PositiveInt = 5, kid_subsets: PositiveInt = 100, kid_subset_size: PositiveInt = 1000,
                  features: Literal["auto", "domain", "smoke", "inception"] = "auto",
                  inception_weights: str | None = None, fit_images: PositiveInt | None = None,
-                 fit_cost: PositiveInt = 10_000_000_000, grid_images: PositiveInt = 64, output_dir: str | None = None, seed: int = 0):
+                 fit_cost: PositiveInt = 10_000_000_000, grid_images: PositiveInt = 64, output_dir: str | None = None,
+                 seed: int = 0):
         unknown = [s for s in samplers if s not in SAMPLERS]
         check(not unknown, f"callbacks.sample_quality.samplers has {unknown}; allowed: {list(SAMPLERS)}")
         check(features in ("auto", "domain", "smoke", "inception"),
