@@ -191,10 +191,10 @@ def nll_cell(metrics: dict) -> str:
 
 
 def estimator_cell(metrics: dict) -> str:
-    """'1000, 1,000 drawn' for runs that logged their estimator, else '–'."""
+    """'1000, 1,000 images' for runs that logged their estimator, else '–'."""
     if "test/nll_samples" not in metrics:
         return "–"
-    return f"{int(metrics['test/nll_samples'])}, {int(metrics['test/nll_images']):,} drawn"
+    return f"{int(metrics['test/nll_samples'])}, {int(metrics['test/nll_images']):,} images"
 
 
 def likelihood_section(jobs: list) -> list[str]:
@@ -204,8 +204,9 @@ def likelihood_section(jobs: list) -> list[str]:
     out = ["## Likelihood (binarized MNIST, test NLL in nats per image)", "",
            "`test/nll`: importance-sampled estimate (`callbacks.nll.samples` per image, set by each preset); it is ≤ "
            "the training bound the test loss reports (negative ELBO, or negative IWAE bound for IWAE objectives). "
-           "± its standard error over the scored images, then K (samples per image) and the images: a seeded draw "
-           "of the test split (a row without them scored the split's first images, which are not a sample of it). "
+           "± its standard error over the scored images, then K (samples per image) and the images: the whole test "
+           "split or a seeded draw of it (a row without them scored the split's first images, which are not a "
+           "sample of it). "
            f"For scale, {PUBLISHED_NLL}.", "",
            "| run | test NLL | K, images | test loss (negative bound) | the model's terms (test) |",
            "|---|---|---|---|---|"]

@@ -265,7 +265,7 @@ def test_report_shows_lesson_models_beside_their_reference():
     likelihood = lines[lines.index("## Likelihood (binarized MNIST, test NLL in nats per image)"):]
     assert "Importance Weighted Autoencoders" in likelihood[2] and "86.76" in likelihood[2]
     assert "| vae_binarized_lesson | 97.50 | – | 101.00 | kl_loss 24.00 |" in likelihood  # the terms it declares
-    assert any(row.startswith("| vae_binarized | 91.00 ± 0.81 | 1000, 1,000 drawn |") for row in likelihood)
+    assert any(row.startswith("| vae_binarized | 91.00 ± 0.81 | 1000, 1,000 images |") for row in likelihood)
 
 
 def test_report_reads_the_family_targets_and_the_samplers_from_the_rows():
