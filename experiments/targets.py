@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import statistics
 
+from experiments.report import fmt
+
 NLL_RUNS = ("hvae_binarized", "vamp_binarized")
 BURDA_BEST = 82.90  # Burda et al. (2015), IWAE with 2 stochastic layers, k = 50: the target
 FAMILY_PRESETS = ("vqvae_mnist", "vqvae_prior_mnist", "wae_mnist", "info_vae_mnist", "rae_mnist", "vamp_binarized",
                   "hvae_binarized", "mae_mnist", "mae_fashion", "sparse_ae_mnist", "contractive_ae_mnist")
 BUDGET_S = 15 * 60  # every family's preset trains on 2 CPU cores in at most about this
-
-
-def _fmt(value: float | None, digits: int = 2) -> str:
-    return "–" if value is None else f"{value:.{digits}f}"
 
 
 def _row(what: str, run: str, measured: str, goal: str, met: bool | None, gap: str = "") -> str:
@@ -47,7 +45,7 @@ def family_targets_section(jobs: list) -> list[str]:
     def at_least(what, run, key, goal, scale=1.0, unit=""):
         value = ok.get(run, {}).get(key)
         measured = None if value is None else value * scale
-        rows.append(_row(what, run, _fmt(measured), f"≥ {goal:g}{unit}",
+        rows.append(_row(what, run, fmt(measured), f"≥ {goal:g}{unit}",
                          None if measured is None else measured >= goal,
                          "" if measured is None else f"{measured - goal:+.2f}{unit}"))
 
@@ -65,7 +63,7 @@ def family_targets_section(jobs: list) -> list[str]:
         value = ok.get(run, {}).get(key)
         goal = "< vae_conv's prior samples" + (f" ({vae:.1f})" if vae is not None else " (vae_conv not run)")
         met = None if value is None or vae is None else value < vae
-        rows.append(_row(what + " (MNIST)", run, _fmt(value, 1), goal, met,
+        rows.append(_row(what + " (MNIST)", run, fmt(value, 1), goal, met,
                          "" if met is None else f"{value - vae:+.1f}"))
 
     over = [(n, walls[n]) for n in FAMILY_PRESETS if n in walls]

@@ -54,7 +54,8 @@ class SampleQuality(ModelCallback):
     the test is limited, else domain) or inception (inception_weights: a local torchvision state-dict file);
     fit_images: training codes the samplers are fitted on (null: all), further capped so that codes x dims^2 <=
     fit_cost (a full-covariance fit costs about that per EM step and component: 1e10 keeps every training code of a
-    code up to 430 dims, and about 4,000 of a VQ-VAE's 1568-d maps, whose EM over all 54,000 took over half an hour);
+    code up to 430 dims, and about 4,000 of a VQ-VAE's 1568-d maps, whose EM over all 54,000 left an earlier
+    vqvae_mnist run's test phase unfinished);
     grid_images: images per TensorBoard grid;
     output_dir: where sample_quality.json goes (null: none); seed: every draw of the callback."""
 
