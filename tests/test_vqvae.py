@@ -12,7 +12,7 @@ import torch
 from aelab.errors import CheckpointError, ConfigError
 from aelab.models import Batch
 from aelab.models.vqvae import VQVAE, code_statistics, ema_update
-from aelab.models.vqvae_prior import MaskedConv2d, VQVAEPrior
+from aelab.models.vqvae_prior import MaskedConv2d, PixelCNN, VQVAEPrior, sample_raster
 
 SHAPES = [(1, 28, 28), (3, 64, 64)]
 SMALL = dict(channels=[8], res_blocks=1, code_dim=4, codebook_size=16)
@@ -225,3 +225,15 @@ def test_vqvae_presets_train_in_order_on_real_mnist(run_train):
     assert "test/figures/prior_samples" in read_events(prior).Tags()["images"]  # it samples
     assert {"train/nll_per_index", "val/nll_per_index", "test/nll_per_index"} <= set(m)
     assert 0 < m["test/nll_per_index"] < 1.5 * math.log(256)  # a few batches: about the uniform prior's log K
+
+
+def test_prior_samples_in_chunks_one_pass_per_position_and_chunk(monkeypatch):
+    net = PixelCNN(16, 8, 1)
+    passes = []
+    forward = net.forward
+    monkeypatch.setattr(net, "forward", lambda x: (passes.append(tuple(x.shape)), forward(x))[1])
+    maps = sample_raster(net, 5, (2, 3), torch.Generator().manual_seed(0), chunk=2)
+    # chunks of 2, 2 and 1 maps; each position's pass covers the rows up to its own
+    assert passes == [(b, r, 3) for b in (2, 2, 1) for r in (1, 1, 1, 2, 2, 2)]
+    assert maps.shape == (5, 2, 3) and int(maps.max()) < 16
+    assert torch.equal(maps, sample_raster(net, 5, (2, 3), torch.Generator().manual_seed(0), chunk=2))

@@ -12,7 +12,6 @@ frozen first stage; reconstructions, codes and figures are the first stage's.
 
 from __future__ import annotations
 
-import contextlib
 import math
 
 import torch
@@ -66,19 +65,28 @@ class PixelCNN(nn.Module):
         return self.head(h)
 
 
-@contextlib.contextmanager
-def one_cpu_thread(device: torch.device):
-    """Sampling runs the net once per position on a small batch: on the CPU, splitting such small convolutions
-    across threads costs more in synchronisation than it saves, and far more when other work holds the cores."""
-    if device.type != "cpu":
-        yield
-        return
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
+# Maps sampled per pass of the net: on the CPU a pass over a few dozen maps costs least per map, and one over
+# thousands several times more (experiments/benchmarks/RESULTS-sampling.md, row p), so a large draw (the
+# sample-quality sets) runs in chunks of this many
+SAMPLE_CHUNK = 64
+
+
+@torch.no_grad()
+def sample_raster(net: nn.Module, n: int, map_shape: tuple[int, int], generator: torch.Generator | None = None,
+                  chunk: int = SAMPLE_CHUNK) -> torch.Tensor:
+    """`n` index maps [n, h, w] drawn from `net` (index map -> logits, as PixelCNN) position by position in raster
+    order (ancestral sampling), `chunk` maps at a time, one generator stream through the chunks in order."""
+    h, w = map_shape
+    device = next(net.parameters()).device
+    indices = torch.zeros(n, h, w, dtype=torch.long, device=device)
+    for start in range(0, n, chunk):
+        part = indices[start:start + chunk]
+        for i in range(h):
+            for j in range(w):
+                # row i depends on rows 0..i only (no convolution looks down): the rows below are not computed
+                probs = F.softmax(net(part[:, :i + 1])[:, :, i, j].float(), dim=1)
+                part[:, i, j] = torch.multinomial(probs, 1, generator=generator)[:, 0]
+    return indices
 
 
 def load_first_stage(path: str | None, input_shape) -> VQVAE:
@@ -154,19 +162,9 @@ class VQVAEPrior(Autoencoder):
         nll = self.index_nll(indices).mean()
         return LossTerms(loss=nll, output=output, terms={"nll_per_index": nll.detach() / indices[0].numel()})
 
-    @torch.no_grad()
     def sample_indices(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """`n` index maps drawn position by position in raster order (ancestral sampling)."""
-        h, w = self.first.map_shape
-        device = next(self.net.parameters()).device
-        indices = torch.zeros(n, h, w, dtype=torch.long, device=device)
-        with one_cpu_thread(device):
-            for i in range(h):
-                for j in range(w):
-                    # row i depends on rows 0..i only (no convolution looks down): the rows below are not computed
-                    probs = F.softmax(self.net(indices[:, :i + 1])[:, :, i, j].float(), dim=1)
-                    indices[:, i, j] = torch.multinomial(probs, 1, generator=generator)[:, 0]
-        return indices
+        return sample_raster(self.net, n, self.first.map_shape, generator)
 
     def prior_codes(self, n: int, generator: torch.Generator | None = None,
                     labels: torch.Tensor | None = None) -> torch.Tensor:
