@@ -284,3 +284,17 @@ def test_gpu_row_reports_a_failing_option_and_keeps_the_others(monkeypatch, tmp_
     assert rows["fp32"].result.endswith("img/s)") and rows["fp32"].ratio.endswith("x")
     assert rows["broken"].result == "failed" and "bogus" in rows["broken"].detail
     assert report.raw["gpu"]["variants"]["broken"] == {"error": rows["broken"].detail}
+
+
+def test_tiny_sampling_row_times_thread_counts_and_chunks(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO_ROOT))  # the rows are modules of experiments/, run as a script elsewhere
+    from experiments.benchmarks.harness import TINY, Report
+    from experiments.benchmarks.sampling import TINY_BATCHES, bench_sampling
+
+    report = Report()
+    bench_sampling(report, TINY, tmp_path)
+    assert [r.id for r in report.rows] == [f"p{k}" for k in range(1, len(TINY_BATCHES) + 2)]  # + the chunked draw
+    raw = report.raw["sampling"]
+    assert set(raw["batches"]) == {str(n) for n in TINY_BATCHES}
+    assert all(v > 0 for row in raw["batches"].values() for side in row.values() for v in side)
+    assert raw["large_draw"]["chunked"][0] > 0 and raw["large_draw"]["one_pass"][0] > 0

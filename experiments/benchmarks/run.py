@@ -28,9 +28,13 @@ Rows (ids as in RESULTS.md):
                          for ae_conv_mnist at batch 128 and 512 and vae_binarized, with the validation loss each
                          reached. Rows d, f and g on a GPU in one go (what a session lent a GPU runs):
                          bash experiments/benchmarks/gpu_session.sh
+  p  prior sampling      the VQ-VAE prior's PixelCNN sampling MNIST index maps on the CPU, per maps in one pass, on
+                         every torch thread vs one, and a large draw in chunks (aelab.models.vqvae_prior.SAMPLE_CHUNK)
+                         vs one pass:
+                         python experiments/benchmarks/run.py --only sampling --out experiments/benchmarks/RESULTS-sampling.md
 
 Code: harness.py (clock, sizes, report, composed configs, aelab and plain training), cpu.py (rows a, m, b, c), gpu.py
-(row d), sweep.py (rows e, f), gpu_capture.py (row g); this file is the command line and the report.
+(row d), sweep.py (rows e, f), gpu_capture.py (row g), sampling.py (row p); this file is the command line and the report.
 
 Every number is the median of repeats; each row reports its spread. Timings on a shared machine are noisy: the load
 average at start and end is recorded with the results.
@@ -59,11 +63,12 @@ from experiments.benchmarks.cpu import (bench_data, bench_malloc, bench_overhead
 from experiments.benchmarks.gpu import bench_gpu  # noqa: E402
 from experiments.benchmarks.gpu_capture import bench_capture  # noqa: E402
 from experiments.benchmarks.harness import CLOCK, FULL, TINY, Report, find_data_dir  # noqa: E402
+from experiments.benchmarks.sampling import bench_sampling  # noqa: E402
 from experiments.benchmarks.sweep import bench_gpu_sweep, bench_sweep  # noqa: E402
 from experiments.common import machine_info, package_versions  # noqa: E402
 
 DEFAULT_OUT = REPO / "experiments" / "benchmarks" / "RESULTS.md"
-SECTIONS = ("overhead", "malloc", "data", "quality", "gpu", "sweep", "gpu_sweep", "capture")
+SECTIONS = ("overhead", "malloc", "data", "quality", "gpu", "sweep", "gpu_sweep", "capture", "sampling")
 
 
 def cpu_seconds() -> tuple[float, float] | None:
@@ -95,7 +100,8 @@ def render(report: Report, info: dict, args, wall: float) -> str:
              f"`python experiments/benchmarks/run.py{flags}{' --only ' + args.only if args.only else ''}` on "
              f"{info['date']}, {wall / 60:.1f} min in all"
              + (" (**tiny mode: a few batches per row, the numbers mean nothing**)" if args.tiny else "") + ".",
-             f"Rows a, m, b and c time {clock}; rows e and f time whole sweeps on the wall clock.", ""]
+             f"Rows a, m, b and c time {clock}; rows e and f time whole sweeps and row p sampling calls on the wall "
+             "clock.", ""]
     if busy and not args.cpu_time:
         lines += [f"**The machine was busy**: other processes used {others:.2f} of its {info['usable_cores']} cores "
                   "on average during this run. With several processes sharing the cores, torch's threads wait for "
@@ -182,7 +188,8 @@ def main(argv: list[str] | None = None) -> int:
                  "gpu": lambda: bench_gpu(report, sizes, work, args.gpu_device),
                  "sweep": lambda: bench_sweep(report, sizes, work),
                  "gpu_sweep": lambda: bench_gpu_sweep(report, sizes, work, args.gpu_device),
-                 "capture": lambda: bench_capture(report, sizes, work, args.gpu_device)}
+                 "capture": lambda: bench_capture(report, sizes, work, args.gpu_device),
+                 "sampling": lambda: bench_sampling(report, sizes, work)}
         for name in SECTIONS:
             if name in sections:
                 t = time.perf_counter()
