@@ -335,7 +335,10 @@ def carried_lines(carried: dict | None, jobs: list, machine: dict) -> list[str]:
     """What run.py --merge carried over unchanged and from which file; which rows ran on another machine than this
     one (their wall times do not compare)."""
     out = []
-    if carried:
+    if carried and set(carried["jobs"]) >= {j.name for j in jobs}:  # run.py --rewrite: no row was run for it
+        out.append(f"- every row carried over unchanged from the RESULTS.json written {carried.get('written')} at "
+                   f"{carried.get('commit')}, rewritten by this commit's report code (`run.py --rewrite`)")
+    elif carried:
         out.append(f"- carried over unchanged from the RESULTS.json written {carried.get('written')} at "
                    f"{carried.get('commit')} (`run.py --merge`): {', '.join(carried['jobs'])}; the other rows were "
                    "run for this file")

@@ -8,6 +8,8 @@
     python experiments/run.py --runs-dir outputs/experiments/<time> --report-only   # RESULTS from what finished
     python experiments/run.py --only superres_mnist --merge   # rerun one preset (and its variants); every other
                                                     # row is carried over from the RESULTS.json being rewritten
+    python experiments/run.py --rewrite             # run nothing: RESULTS.md and .json rewritten from RESULTS.json
+                                                    # by this checkout's report code, every row as recorded
 
 The presets are every conf/experiment/*.yaml (less EXCLUDED): a new preset is run and reported without editing this
 file; a preset named <name>_lesson is shown beside its reference <name>. Each job is one `aelab-train
@@ -286,6 +288,26 @@ def merged(fresh: list[Job], carried: list[Job], order: list[str]) -> list[Job]:
     return sorted(by_name.values(), key=lambda j: rank.get(j.name, len(order)))
 
 
+def job_order() -> list[str]:
+    """Every row's name in run.py's job order: the presets and variants, the transfer matrix, the cross-domain rows."""
+    return [j.name for j in train_jobs(None)] + [transfer_name(a, b) for a in TRANSFER for b in TRANSFER] + [
+        cross_domain_name(p, f) for p in CROSS_DOMAIN for f in PORTRAITS]
+
+
+def rewrite(out: Path, started: dt.datetime) -> int:
+    """--rewrite: `out` and its JSON written again from that JSON's records by this checkout's report code."""
+    carried_train, carried_transfer, source = carried_jobs(out.with_suffix(".json"), set())
+    order = job_order()
+    jobs, transfer = merged([], carried_train, order), merged([], carried_transfer, order)
+    source["jobs"] = sorted(j.name for j in jobs + transfer)
+    machine = machine_info()
+    out.write_text(results_markdown(jobs, transfer, machine, False, started, SUPERRES, list(TRANSFER), source,
+                                    cross_domain=(CROSS_DOMAIN, PORTRAITS)))
+    write_json_atomic(out.with_suffix(".json"), results_json(jobs, transfer, machine, False, started, source))
+    print(f"[run.py] rewrote {out} and {out.with_suffix('.json').name} from its records ({len(source['jobs'])} rows)")
+    return 1 if any(j.state != "succeeded" for j in jobs + transfer) else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -302,7 +324,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--merge", action="store_true",
                         help="with --only: keep every other job's row from the RESULTS.json being rewritten "
                              "(each keeps its own commit and wall time; RESULTS.md lists what was carried over)")
+    parser.add_argument("--rewrite", action="store_true",
+                        help="run and read no runs: rewrite RESULTS.md and .json from the RESULTS.json beside --out "
+                             "with this checkout's report code, every row carried over as recorded")
     args = parser.parse_args(argv)
+    if args.rewrite and (args.only or args.tiny or args.report_only or args.merge or args.runs_dir):
+        parser.error("--rewrite runs nothing: it takes only --out (no --only, --tiny, --report-only, --merge or "
+                     "--runs-dir)")
     if args.merge and (args.tiny or not args.only):
         parser.error("--merge needs --only (the jobs to rerun) and full runs (not --tiny)")
     if args.report_only and not args.runs_dir:
@@ -311,6 +339,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--only {' '.join(unknown)}: unknown; choose from {', '.join(names)}")
 
     started = dt.datetime.now()
+    if args.rewrite:
+        return rewrite(args.out or REPO / "experiments" / "RESULTS.md", started)
     if args.runs_dir:
         runs_dir = args.runs_dir
     elif args.tiny:
@@ -337,8 +367,7 @@ def main(argv: list[str] | None = None) -> int:
         fresh = {j.name for j in jobs}
         carried_train, carried_transfer, source = carried_jobs(out.with_suffix(".json"), fresh)
         carried = carried_train + carried_transfer
-        order = [j.name for j in train_jobs(None)] + [transfer_name(a, b) for a in TRANSFER for b in TRANSFER] + [
-            cross_domain_name(p, f) for p in CROSS_DOMAIN for f in PORTRAITS]
+        order = job_order()
         jobs, transfer = merged(jobs, carried_train, order), merged(transfer, carried_transfer, order)
         source["jobs"] = sorted(j.name for j in carried)
 

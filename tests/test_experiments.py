@@ -294,11 +294,33 @@ def test_report_reads_the_family_targets_and_the_samplers_from_the_rows():
     assert row("RAE mixture-sampler FID").endswith("| 70.0 | < vae_conv's prior samples (400.0) | met |")
     assert row("WAE-MMD mixture-sampler FID").endswith("| missed: +20.0 |")
     assert row("every family's preset").endswith("| missed: rae_mnist 16.7 min |")
+    # each missed target names its presets and what their headers say was tried
+    tried = [line for line in lines if line.startswith("- ") and " — `" in line]
+    assert [line.split(" — ")[0] for line in tried] == [
+        "- binarized MNIST NLL", "- VQ-VAE codebook perplexity (test)", "- WAE-MMD mixture-sampler FID",
+        "- the 15-minute budget"]
+    assert tried[0].split(" — ")[1].startswith("`hvae_binarized`: ") and "`vamp_binarized`: " in tried[0]
+    assert tried[3].split(" — ")[1].startswith("`rae_mnist`: ")
     reading = next(line for line in lines if line.startswith("- **mnist**"))
     assert "lower FID than the single Gaussian in 3 of 3 runs (median Gaussian / mixture ratio 1.50)" in reading
     assert "best mixture FID (70.0, rae_mnist) lies below the best prior samples of a model with one (400.0, " \
            "vae_conv); 1 of 1 such runs beat that prior" in reading
     assert "the mixture beats that prior in 2 of 2 runs" in reading
+
+
+def test_tried_lines_come_from_the_preset_header_only(tmp_path):
+    load_runner()  # puts the checkout on sys.path, as the script does
+    targets = importlib.import_module("experiments.targets")
+    (tmp_path / "a.yaml").write_text("# @package _global_\n# Recipe: x.\n# Tried: width 64\n# Tried: 30 epochs\n"
+                                     "defaults: []\n# Tried: a comment below the header is no attempt\n")
+    (tmp_path / "b.yaml").write_text("# nothing tried\nepochs: 1\n")
+    assert targets.tried("a", tmp_path) == ["width 64", "30 epochs"]
+    assert targets.tried("b", tmp_path) == [] and targets.tried("missing", tmp_path) == []
+    assert targets.tried_section([("NLL", ["a", "b"])], tmp_path) == [
+        "What was tried for each missed target (the `# Tried:` lines of the preset's header, "
+        "`conf/experiment/<preset>.yaml`):", "",
+        "- NLL — `a`: width 64; 30 epochs. `b`: its header records no attempt.", ""]
+    assert targets.tried_section([], tmp_path) == []
 
 
 def test_report_codes_as_features_table_from_probe_metrics():
@@ -367,6 +389,29 @@ def test_runner_merge_carries_every_other_row_over_exactly(tmp_path):
     assert text.index("| ae_conv_mnist |") < text.index("| denoise_mnist |")  # run.py's order, not merge order
     row = next(line for line in text.splitlines() if line.startswith("| denoise_mnist |"))
     assert "| 24.00 |" in row and "22.50 (bicubic) | 1.50 |" in row  # the carried metrics, rendered as before
+
+
+def test_runner_rewrite_keeps_every_record_and_renders_it_again(tmp_path):
+    """--rewrite runs nothing: every row's record comes back as it was, under this code's report."""
+    report = load_report()
+    jobs = [FakeJob("ae_conv_mnist", VAE_METRICS), FakeJob("denoise_mnist", SR_METRICS)]
+    transfer = [FakeJob("transfer_mnist_on_mnist", SR_METRICS, preset="denoise_mnist")]
+    old = report.results_json(jobs, transfer, {**MACHINE, "git_commit": "old"}, False, dt.datetime(2026, 1, 1))
+    out = tmp_path / "RESULTS.md"
+    out.with_suffix(".json").write_text(json.dumps(old))
+    assert load_runner().main(["--rewrite", "--out", str(out)]) == 0
+    new = json.loads(out.with_suffix(".json").read_text())
+    for section in ("presets", "variants", "transfer"):
+        assert new[section] == old[section]
+    assert new["carried_over"]["jobs"] == ["ae_conv_mnist", "denoise_mnist", "transfer_mnist_on_mnist"]
+    text = out.read_text()
+    assert "- every row carried over unchanged from the RESULTS.json written 2026-01-01T00:00:00 at old, " \
+           "rewritten by this commit's report code (`run.py --rewrite`)" in text
+    assert "the other rows were run for this file" not in text
+    assert not (tmp_path / "runs").exists()
+    proc = subprocess.run([sys.executable, str(RUNNER), "--rewrite", "--only", "ae_conv_mnist"],
+                          capture_output=True, text=True, cwd=REPO_ROOT)
+    assert proc.returncode == 2 and "--rewrite runs nothing" in proc.stderr
 
 
 @pytest.mark.parametrize("extra", [["--merge"], ["--merge", "--tiny", "--only", "ae_conv_mnist"]])
