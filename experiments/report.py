@@ -391,9 +391,9 @@ def results_markdown(jobs: list, transfer: list, machine: dict, tiny: bool, star
     from experiments.portraits import cross_domain_section
 
     out += [""] + cross_domain_section(jobs, transfer, *cross_domain)
-    from experiments.seed_sweeps import disentanglement_section
+    from experiments.seed_sweeps import disentanglement_section, headline_section
 
-    out += [""] + disentanglement_section()
+    out += [""] + headline_section(jobs) + disentanglement_section()
     failed = [j for j in jobs + transfer if j.state != "succeeded"]
     if failed:
         out += ["", "## Failures", ""] + [f"- {j.name}: {j.state}: {j.error}" for j in failed]

@@ -1,7 +1,8 @@
-"""RESULTS.md's section on the disentanglement seed sweep: the dSprites presets side by side, every metric as mean ±
-sample std over seeds, read from the report `aelab-bench --report <sweep folder> --out experiments/disentanglement`
-wrote (BENCHMARK.json there), with the command, budget and machine it names, and the published ranges beside them.
-The section says so when that report is absent; nothing here runs a job."""
+"""RESULTS.md's sections on seed sweeps, each read from the report `aelab-bench --report <sweep folder> --out DIR`
+wrote (BENCHMARK.json in DIR), with the command, budget and machine it names: the disentanglement sweep (the dSprites
+presets side by side, every metric as mean ± sample std over seeds, the published ranges beside them) and the
+lesson sweep (each headline preset's number as mean ± std over seeds beside RESULTS.md's single-seed row). A section
+says so when its report is absent; nothing here runs a job."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 from aelab.bench_report import cell
 
 REPORT = Path(__file__).resolve().parent / "disentanglement" / "BENCHMARK.json"
+LESSON = Path(__file__).resolve().parent / "lesson" / "BENCHMARK.json"
 METRICS = (("test/mig", "MIG"), ("test/dci_disentanglement", "DCI disent."), ("test/dci_completeness", "DCI compl."),
            ("test/dci_informativeness", "DCI inform."), ("test/sap", "SAP"), ("test/factorvae_score", "FactorVAE score"),
            ("test/loss", "test loss"))
@@ -47,11 +49,7 @@ def disentanglement_section(path: Path = REPORT) -> list[str]:
     for row in rows:
         cells = [cell(row["metrics"].get(m), 3) for m, _ in METRICS]
         out.append(f"| {experiment_of(row)} | {len(row['seeds'])} | " + " | ".join(cells) + " |")
-    where = [f"commit {', '.join(origin['commits'])}" if origin.get("commits") else "",
-             f"on {'; '.join(origin['machines'])}" if origin.get("machines") else "",
-             f"{origin['span_seconds'] / 60:.0f} min from the first job's start to the last one's end"
-             if origin.get("span_seconds") else ""]
-    out += ["", "Ran at " + ", ".join(w for w in where if w) + ".", "", PUBLISHED + " " + reading(rows), ""]
+    out += ["", provenance_line(origin), "", PUBLISHED + " " + reading(rows), ""]
     return out
 
 
@@ -84,3 +82,49 @@ def reading(rows: list[dict]) -> str:
                  f"{'smaller' if gap < typical else 'larger'} than a seed's typical standard deviation "
                  f"({typical:.3f})")
     return text + "."
+
+
+def provenance_line(origin: dict) -> str:
+    where = [f"commit {', '.join(origin['commits'])}" if origin.get("commits") else "",
+             f"on {'; '.join(origin['machines'])}" if origin.get("machines") else "",
+             f"{origin['span_seconds'] / 60:.0f} min from the first job's start to the last one's end"
+             if origin.get("span_seconds") else ""]
+    return "Ran at " + ", ".join(w for w in where if w) + "."
+
+
+def headline_section(jobs: list, path: Path = LESSON) -> list[str]:
+    """Each preset of the lesson sweep: its headline number (test NLL where it has one, else test PSNR and its gap
+    to the main baseline) as mean ± sample std over seeds, beside the single-seed row of this RESULTS.md."""
+    from experiments.report import main_baseline
+
+    out = ["## Headline numbers over seeds", ""]
+    if not path.is_file():
+        return out + [f"Not recorded yet: `aelab-bench benchmark=lesson`, then `aelab-bench --report <its sweep "
+                      f"folder> --out experiments/lesson` writes the report this section reads "
+                      f"({path.relative_to(path.parents[1])}).", ""]
+    report = json.loads(path.read_text())
+    origin = report.get("provenance", {})
+    single = {j.name: j.metrics for j in jobs if j.state == "succeeded"}
+    out += [f"{report['succeeded']} of {report['jobs']} jobs succeeded; mean ± sample std over the seeds that "
+            "succeeded, each preset at its own budget. Written by "
+            + (f"`{origin['command']}`" if origin.get("command") else "aelab-bench")
+            + "; the whole report: `experiments/lesson/BENCHMARK.md`. The last column is this file's row of the "
+            "preset (seed 42) and how far it lies from the seeds' mean, in their standard deviations.", "",
+            "| preset | seeds | metric | over seeds | main baseline | over seeds − baseline | this file (seed 42) |",
+            "|---|---|---|---|---|---|---|"]
+    for row in sorted(report["rows"], key=experiment_of):
+        name, stats = experiment_of(row), row["metrics"]
+        key = "test/nll" if "test/nll" in stats else "test/psnr"
+        stat = stats.get(key)
+        means = {k: v["mean"] for k, v in stats.items() if v and v.get("mean") is not None}
+        base = main_baseline(means) if key == "test/psnr" else None
+        gap = (f"{stat['mean'] - base[1]:+.2f}" if base and base[0] and stat and stat.get("mean") is not None
+               else "–")
+        mine = single.get(name, {}).get(key)
+        away = ""
+        if mine is not None and stat and stat.get("std"):
+            away = f" ({(mine - stat['mean']) / stat['std']:+.1f} std)"
+        out.append(f"| {name} | {len(row['seeds'])} | {'NLL (nats)' if key == 'test/nll' else 'PSNR (dB)'} | "
+                   f"{cell(stat, 2)} | {f'{base[1]:.2f} ({base[0]})' if base and base[0] else '–'} | {gap} | "
+                   f"{'–' if mine is None else f'{mine:.2f}'}{away} |")
+    return out + ["", provenance_line(origin), ""]

@@ -138,6 +138,33 @@ def test_results_shows_the_disentanglement_sweep_as_mean_and_std_per_preset(tmp_
     assert disentanglement_section(tmp_path / "absent.json")[2].startswith("Not recorded yet")
 
 
+def test_results_gives_each_headline_preset_over_seeds_beside_its_single_seed_row(tmp_path):
+    from types import SimpleNamespace
+
+    from experiments.seed_sweeps import headline_section
+
+    root = tmp_path / "bench"
+    for seed, psnr in enumerate([30.0, 30.4, 29.8]):  # bicubic does not depend on the seed
+        fake_job(root, ["experiment=superres_mnist", f"seed={seed}"],
+                 {"test/psnr": psnr, "test/psnr_baseline_bicubic": 20.5, "test/psnr_baseline_pca": 18.0,
+                  "test/psnr_baseline_identity": 15.0})
+        fake_job(root, ["experiment=vae_binarized", f"seed={seed}"], {"test/nll": 87.0 + seed, "test/psnr": 12.0})
+    (root / "multirun.yaml").write_text(yaml.safe_dump(
+        {"hydra": {"overrides": {"task": ["benchmark=lesson"]}, "sweeper": {"params": {}}}}))
+    write_report(root, tmp_path / "out")
+    jobs = [SimpleNamespace(name="superres_mnist", state="succeeded", metrics={"test/psnr": 30.6}),
+            SimpleNamespace(name="vae_binarized", state="failed", metrics={"test/nll": 1.0})]
+    lines = headline_section(jobs, tmp_path / "out" / "BENCHMARK.json")
+    rows = {line.split(" | ")[0].strip("| "): line for line in lines if line.startswith("| ") and "---" not in line}
+    sd = statistics.stdev([30.0, 30.4, 29.8])
+    assert rows["superres_mnist"] == (f"| superres_mnist | 3 | PSNR (dB) | 30.07 ± {sd:.2f} | 20.50 (bicubic) | "
+                                      f"+9.57 | 30.60 ({(30.6 - 30.0667) / sd:+.1f} std) |")
+    # the likelihood preset reads its NLL, with no baseline; a failed single-seed row is not shown
+    assert rows["vae_binarized"] == "| vae_binarized | 3 | NLL (nats) | 88.00 ± 1.00 | – | – | – |"
+    assert "6 of 6 jobs succeeded" in "\n".join(lines)
+    assert headline_section(jobs, tmp_path / "absent.json")[2].startswith("Not recorded yet")
+
+
 def test_a_short_budget_for_the_disentanglement_sweep_is_given_on_the_command_line():
     from aelab.bench import sweep_dir
 
