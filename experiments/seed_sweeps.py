@@ -29,14 +29,21 @@ def experiment_of(row: dict) -> str:
     return row["setting"].get("experiment", row["name"])
 
 
-def disentanglement_section(path: Path = REPORT) -> list[str]:
-    out = ["## Disentanglement on dSprites, over seeds", ""]
+def read_report(path: Path, benchmark: str) -> tuple[dict | None, dict | list[str]]:
+    """(the report, its provenance) of an aelab-bench report, or (None, the lines saying how to record it)."""
     if not path.is_file():
-        return out + [f"Not recorded yet: `aelab-bench benchmark=disentanglement`, then `aelab-bench --report "
-                      f"<its sweep folder> --out experiments/disentanglement` writes the report this section reads "
+        return None, [f"Not recorded yet: `aelab-bench benchmark={benchmark}`, then `aelab-bench --report <its sweep "
+                      f"folder> --out experiments/{path.parent.name}` writes the report this section reads "
                       f"({path.relative_to(path.parents[1])}).", ""]
     report = json.loads(path.read_text())
-    origin = report.get("provenance", {})
+    return report, report.get("provenance", {})
+
+
+def disentanglement_section(path: Path = REPORT) -> list[str]:
+    out = ["## Disentanglement on dSprites, over seeds", ""]
+    report, origin = read_report(path, "disentanglement")
+    if report is None:
+        return out + origin
     rows = sorted(report["rows"], key=experiment_of)
     shared = {k: v for k, v in rows[0]["setting"].items() if k != "experiment"
               and all(r["setting"].get(k) == v for r in rows)} if rows else {}
@@ -98,12 +105,9 @@ def headline_section(jobs: list, path: Path = LESSON) -> list[str]:
     from experiments.report import main_baseline
 
     out = ["## Headline numbers over seeds", ""]
-    if not path.is_file():
-        return out + [f"Not recorded yet: `aelab-bench benchmark=lesson`, then `aelab-bench --report <its sweep "
-                      f"folder> --out experiments/lesson` writes the report this section reads "
-                      f"({path.relative_to(path.parents[1])}).", ""]
-    report = json.loads(path.read_text())
-    origin = report.get("provenance", {})
+    report, origin = read_report(path, "lesson")
+    if report is None:
+        return out + origin
     single = {j.name: j.metrics for j in jobs if j.state == "succeeded"}
     out += [f"{report['succeeded']} of {report['jobs']} jobs succeeded; mean ± sample std over the seeds that "
             "succeeded, each preset at its own budget. Written by "
