@@ -113,7 +113,7 @@ def headline_section(jobs: list, path: Path = LESSON) -> list[str]:
             "succeeded, each preset at its own budget. Written by "
             + (f"`{origin['command']}`" if origin.get("command") else "aelab-bench")
             + "; the whole report: `experiments/lesson/BENCHMARK.md`. The last column is this file's row of the "
-            "preset (seed 42) and how far it lies from the seeds' mean, in their standard deviations.", "",
+            "preset (seed 42) and its difference from the seeds' mean.", "",
             "| preset | seeds | metric | over seeds | main baseline | over seeds − baseline | this file (seed 42) |",
             "|---|---|---|---|---|---|---|"]
     for row in sorted(report["rows"], key=experiment_of):
@@ -125,9 +125,8 @@ def headline_section(jobs: list, path: Path = LESSON) -> list[str]:
         gap = (f"{stat['mean'] - base[1]:+.2f}" if base and base[0] and stat and stat.get("mean") is not None
                else "–")
         mine = single.get(name, {}).get(key)
-        away = ""
-        if mine is not None and stat and stat.get("std"):
-            away = f" ({(mine - stat['mean']) / stat['std']:+.1f} std)"
+        # the difference itself, not in standard deviations: with two or three seeds the std is too rough a unit
+        away = f" ({mine - stat['mean']:+.2f})" if mine is not None and stat and stat.get("mean") is not None else ""
         out.append(f"| {name} | {len(row['seeds'])} | {'NLL (nats)' if key == 'test/nll' else 'PSNR (dB)'} | "
                    f"{cell(stat, 2)} | {f'{base[1]:.2f} ({base[0]})' if base and base[0] else '–'} | {gap} | "
                    f"{'–' if mine is None else f'{mine:.2f}'}{away} |")
