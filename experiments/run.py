@@ -300,11 +300,18 @@ def rewrite(out: Path, started: dt.datetime) -> int:
     order = job_order()
     jobs, transfer = merged([], carried_train, order), merged([], carried_transfer, order)
     source["jobs"] = sorted(j.name for j in jobs + transfer)
-    machine = machine_info()
-    out.write_text(results_markdown(jobs, transfer, machine, False, started, SUPERRES, list(TRANSFER), source,
-                                    cross_domain=(CROSS_DOMAIN, PORTRAITS)))
-    write_json_atomic(out.with_suffix(".json"), results_json(jobs, transfer, machine, False, started, source))
+    code = write_results(out, jobs, transfer, machine_info(), False, started, source)
     print(f"[run.py] rewrote {out} and {out.with_suffix('.json').name} from its records ({len(source['jobs'])} rows)")
+    return code
+
+
+def write_results(out: Path, jobs: list, transfer: list, machine: dict, tiny: bool, started: dt.datetime,
+                  source: dict | None) -> int:
+    """RESULTS.md and its JSON from these jobs; the exit code: 1 if any did not succeed."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(results_markdown(jobs, transfer, machine, tiny, started, SUPERRES, list(TRANSFER), source,
+                                    cross_domain=(CROSS_DOMAIN, PORTRAITS)))
+    write_json_atomic(out.with_suffix(".json"), results_json(jobs, transfer, machine, tiny, started, source))
     return 1 if any(j.state != "succeeded" for j in jobs + transfer) else 0
 
 
@@ -371,12 +378,9 @@ def main(argv: list[str] | None = None) -> int:
         jobs, transfer = merged(jobs, carried_train, order), merged(transfer, carried_transfer, order)
         source["jobs"] = sorted(j.name for j in carried)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(results_markdown(jobs, transfer, machine, args.tiny, started, SUPERRES, list(TRANSFER), source,
-                                    cross_domain=(CROSS_DOMAIN, PORTRAITS)))
-    write_json_atomic(out.with_suffix(".json"), results_json(jobs, transfer, machine, args.tiny, started, source))
+    code = write_results(out, jobs, transfer, machine, args.tiny, started, source)
     print(f"[run.py] wrote {out} and {out.with_suffix('.json').name} (runs in {runs_dir})")
-    return 1 if any(j.state != "succeeded" for j in jobs + transfer) else 0
+    return code
 
 
 if __name__ == "__main__":
