@@ -49,7 +49,7 @@ def disentanglement_section(path: Path = REPORT) -> list[str]:
               and all(r["setting"].get(k) == v for r in rows)} if rows else {}
     out += [f"{report['succeeded']} of {report['jobs']} jobs succeeded; mean ± sample std over the seeds that "
             "succeeded (n in the seeds column). Written by "
-            + (f"`{origin['command']}`" if origin.get("command") else "aelab-bench")
+            + written_by(origin)
             + (f" with {', '.join(f'{k}={v}' for k, v in sorted(shared.items()))} for every preset" if shared else "")
             + f"; the whole report: `experiments/disentanglement/BENCHMARK.md`.", "",
             "| preset | seeds | " + " | ".join(h for _, h in METRICS) + " |", "|---|---|" + "---|" * len(METRICS)]
@@ -91,10 +91,17 @@ def reading(rows: list[dict]) -> str:
     return text + "."
 
 
+def written_by(origin: dict) -> str:
+    """The report's commands (several when it merges runs made in parts); reports written before merging kept one."""
+    commands = origin.get("commands") or ([origin["command"]] if origin.get("command") else [])
+    return " and ".join(f"`{c}`" for c in commands) or "aelab-bench"
+
+
 def provenance_line(origin: dict) -> str:
     where = [f"commit {', '.join(origin['commits'])}" if origin.get("commits") else "",
              f"on {'; '.join(origin['machines'])}" if origin.get("machines") else "",
-             f"{origin['span_seconds'] / 60:.0f} min from the first job's start to the last one's end"
+             (f"{origin['span_seconds'] / 60:.0f} min from the first job's start to the last one's end"
+              + (f", summed over its {len(origin['runs'])} runs" if len(origin.get("runs") or []) > 1 else ""))
              if origin.get("span_seconds") else ""]
     return "Ran at " + ", ".join(w for w in where if w) + "."
 
@@ -111,7 +118,7 @@ def headline_section(jobs: list, path: Path = LESSON) -> list[str]:
     single = {j.name: j.metrics for j in jobs if j.state == "succeeded"}
     out += [f"{report['succeeded']} of {report['jobs']} jobs succeeded; mean ± sample std over the seeds that "
             "succeeded, each preset at its own budget. Written by "
-            + (f"`{origin['command']}`" if origin.get("command") else "aelab-bench")
+            + written_by(origin)
             + "; the whole report: `experiments/lesson/BENCHMARK.md`. The last column is this file's row of the "
             "preset (seed 42) and its difference from the seeds' mean.", "",
             "| preset | seeds | metric | over seeds | main baseline | over seeds − baseline | this file (seed 42) |",

@@ -111,6 +111,80 @@ def test_provenance_names_the_command_commit_machine_and_time(tmp_path):
            "job's start to the last one's end" in md
 
 
+def test_a_benchmark_run_in_parts_accumulates_in_one_report_with_merge(tmp_path, capsys):
+    """Part one's folder is gone by part two (a session's /tmp): --merge keeps its jobs from the report, part two's
+    own jobs replace theirs (a failed seed rerun), and the rows are over every seed, as if one folder held all."""
+    import shutil
+
+    def part(root: Path, jobs: list, command: list[str], start: float) -> None:
+        for i, (experiment, seed, psnr, state) in enumerate(jobs):
+            job = fake_job(root, [f"experiment={experiment}", f"seed={seed}"], {"test/psnr": psnr}, state=state,
+                           fit_seconds=60.0)
+            (job / "status.json").write_text(json.dumps({"state": state, "error": None, "started": start + 100 * i,
+                                                         "updated": start + 100 * i + 60}))
+            (job / "environment.json").write_text(json.dumps({"git_commit": f"c{int(start)}", "cpu": "CPU",
+                                                              "cores": 2}))
+        (root / "multirun.yaml").write_text(yaml.safe_dump(
+            {"hydra": {"overrides": {"task": ["benchmark=lesson", *command]}, "sweeper": {"params": {}}}}))
+
+    out = tmp_path / "experiments" / "lesson"
+    first = tmp_path / "a" / "lesson"
+    part(first, [("sr", 0, 30.0, "succeeded"), ("sr", 1, 31.0, "succeeded"), ("ae", 0, 0.0, "failed")],
+         ["experiment=sr,ae", "seed=0,1"], 0.0)
+    write_report(first, out)
+    shutil.rmtree(first)
+    second = tmp_path / "b" / "lesson"
+    part(second, [("sr", 2, 32.0, "succeeded"), ("ae", 0, 20.0, "succeeded")], ["experiment=sr,ae", "seed=2"],
+         10_000.0)
+    assert bench_main(["--report", str(second), "--out", str(out), "--merge"]) == 0
+    assert "(2 carried over from" in capsys.readouterr().out
+    written = json.loads((out / "BENCHMARK.json").read_text())
+    rows = {r["setting"]["experiment"]: r for r in written["rows"]}
+    assert rows["sr"]["metrics"]["test/psnr"] == {"mean": 31.0, "std": 1.0, "n": 3}
+    assert rows["sr"]["seeds"] == ["0", "1", "2"]
+    assert (rows["ae"]["succeeded"], rows["ae"]["jobs"]) == (1, 1) and written["problems"] == []  # rerun replaced
+    assert (written["jobs"], written["succeeded"], written["carried"]) == (4, 4, 2)
+    origin = written["provenance"]
+    assert origin["commands"] == ["aelab-bench benchmark=lesson experiment=sr,ae seed=0,1",
+                                  "aelab-bench benchmark=lesson experiment=sr,ae seed=2"]
+    assert origin["commits"] == ["c0", "c10000"] and origin["span_seconds"] == 160.0 + 160.0  # not the gap
+    md = (out / "BENCHMARK.md").read_text()
+    assert "4 of 4 jobs succeeded, in 2 settings (2 of them carried over from the earlier report here" in md
+    assert "- commands (2 runs, merged): `aelab-bench benchmark=lesson experiment=sr,ae seed=0,1` (2 jobs, 3 min); " \
+           "`aelab-bench benchmark=lesson experiment=sr,ae seed=2` (2 jobs, 3 min)" in md
+    again = write_report(second, out, merge=True)  # merging the same part twice changes nothing
+    assert again["rows"] == written["rows"]
+    assert [r["setting"]["experiment"] for r in write_report(second, out)["rows"]] == ["ae", "sr"]
+    assert write_report(second, out)["rows"][1]["seeds"] == ["2"]  # without --merge: the folder's jobs only
+
+
+@pytest.mark.parametrize("old, message", [
+    ({"benchmark": "mnist_families", "records": []}, "is the report of benchmark folder 'mnist_families', not "
+                                                     "'lesson'; merge carries over jobs of the same benchmark only"),
+    ({"folder": "/tmp/x/lesson", "rows": []}, "holds no job records (written before reports kept them), so its rows "
+                                              "cannot be merged; rebuild it from its run directories without --merge"),
+])
+def test_merge_refuses_a_report_it_cannot_carry_over_in_one_line(tmp_path, capsys, monkeypatch, old, message):
+    root = tmp_path / "lesson"
+    fake_job(root, ["experiment=sr", "seed=0"], {"test/psnr": 1.0})
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "BENCHMARK.json").write_text(json.dumps(old))
+    with pytest.raises(SystemExit):
+        bench_main(["--report", str(root), "--out", str(tmp_path / "out"), "--merge"])
+    assert capsys.readouterr().err.strip() == f"aelab-bench: error: --merge: {tmp_path / 'out' / 'BENCHMARK.json'} " \
+                                              + message
+    import aelab.bench
+
+    def never(overrides):
+        raise AssertionError(f"the benchmark ran: {overrides}")
+
+    monkeypatch.setattr(aelab.bench, "run", never)  # with a run, the report is refused before the run starts
+    with pytest.raises(SystemExit):
+        bench_main(["benchmark=lesson", "--out", str(tmp_path / "out"), "--merge"])
+    assert capsys.readouterr().err.strip() == f"aelab-bench: error: --merge: {tmp_path / 'out' / 'BENCHMARK.json'} " \
+                                              + message
+
+
 def test_results_shows_the_disentanglement_sweep_as_mean_and_std_per_preset(tmp_path):
     from experiments.seed_sweeps import disentanglement_section
 

@@ -6,6 +6,8 @@ every model x dataset as mean +- std over its seeds.
     aelab-bench benchmark=mnist_families hydra/launcher=parallel  # any launcher, any aelab-train override
     aelab-bench benchmark=mnist_families model=ae_conv,wae seed=0  # a narrower grid, into the same folder
     aelab-bench --report outputs/bench/mnist_families             # the report of what a folder holds now
+    aelab-bench --report DIR --out experiments/lesson --merge     # add DIR's jobs to the report there, keeping
+                                                                  # the jobs it holds that DIR does not
     aelab-bench --list                                            # the named benchmarks
 
 A benchmark file is an aelab-train config: the grid in `hydra.sweeper.params`, the common budget (`epochs`), the
@@ -26,7 +28,8 @@ from aelab.config import CONFIG_DIR
 from aelab.errors import ConfigError
 from aelab.sweep_resume import holds_jobs
 
-USAGE = "aelab-bench benchmark=NAME [aelab-train overrides]  |  aelab-bench --report DIR  |  aelab-bench --list"
+USAGE = ("aelab-bench benchmark=NAME [aelab-train overrides] [--out OUT [--merge]]  |  "
+         "aelab-bench --report DIR [--out OUT [--merge]]  |  aelab-bench --list")
 
 
 def benchmarks() -> list[str]:
@@ -79,12 +82,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="benchmark=NAME and any aelab-train override")
     parser.add_argument("--report", type=Path, metavar="DIR", help="only write the report of the jobs under DIR")
     parser.add_argument("--out", type=Path, default=None, help="where the report goes (default: DIR/benchmark)")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the jobs of the report already at --out that DIR does not hold (a benchmark run "
+                             "in parts, in folders that are gone); DIR's jobs replace theirs")
     parser.add_argument("--list", action="store_true", help="print the named benchmarks")
     args = parser.parse_args(argv)
     if args.list:
         print("\n".join(benchmarks()))
         return 0
-    from aelab.bench_report import write_report
+    from aelab.bench_report import carried_records, write_report
 
     if args.report is not None:
         if args.overrides:
@@ -93,11 +99,15 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--report {str(args.report)!r} is not a directory")
         code, folder = 0, args.report
     else:
+        if args.merge:  # a report it cannot merge with is refused before the run, not after hours of it
+            chosen(args.overrides)
+            folder = sweep_dir(args.overrides)
+            carried_records((args.out or folder / "benchmark") / "BENCHMARK.json", folder.name, set())
         code, folder = run(args.overrides)  # a ConfigError ends in one line (aelab.cli.entry)
     if not holds_jobs(folder):
         print(f"aelab-bench: error: no job directories (with status.json) under {folder}", file=sys.stderr)
         return code or 1
-    report = write_report(folder, args.out)
+    report = write_report(folder, args.out, merge=args.merge)
     print(report["summary"])
     print(f"wrote {', '.join(str(f) for f in report['files'])}")
     return code

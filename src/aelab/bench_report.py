@@ -6,6 +6,11 @@ metric is the mean and sample standard deviation over the row's succeeded seeds,
 a column is marked (higher or lower, as COLUMNS says of each). Beside the metrics: parameters and fit seconds from
 each job's cost.json. Written to DIR/benchmark/: BENCHMARK.md, BENCHMARK.json (every metric, not only the table's), quality_vs_time.png,
 samples_vs_reconstruction.png, and tensorboard/ (one HPARAMS session per row: tensorboard --logdir DIR/benchmark).
+
+The rows are built from one record per job (what its run directory says: state, overrides, metrics, cost, commit,
+machine, times), and BENCHMARK.json keeps those records. So a benchmark run in parts, in folders that do not outlive
+their session, accumulates in one report: with merge=True (aelab-bench --report DIR --out OUT --merge) the records of
+the report already at OUT are carried over for every job that DIR does not hold, and DIR's own jobs replace theirs.
 """
 
 from __future__ import annotations
@@ -16,7 +21,8 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-from aelab.compare import Job, _read_yaml, collect_jobs, natural, problems
+from aelab.compare import Job, _read_yaml, collect_jobs, natural
+from aelab.errors import ConfigError
 from aelab.files import write_atomic, write_json_atomic
 from aelab.runs import COST_FILE, read_json
 
@@ -36,13 +42,50 @@ COLUMNS = (
 COST = (("parameters", "params", 0), ("fit_seconds", "fit s", 0))  # a model's parameters do not vary by seed
 
 
-def setting(job: Job) -> tuple[tuple[str, str], ...]:
-    return tuple(sorted((k, v) for k, v in job.overrides.items() if k not in NOT_A_SETTING))
+def record(job: Job, command: str | None) -> dict:
+    """What the report needs of one job, read from its run directory once (and kept in BENCHMARK.json)."""
+    env = read_json(job.path / "environment.json") or {}
+    status = read_json(job.path / "status.json") or {}
+    cost = read_json(job.path / COST_FILE) or {}
+    times = [status.get(k) if isinstance(status.get(k), (int, float)) else None for k in ("started", "updated")]
+    return {"name": job.name, "state": job.state, "error": job.error, "overrides": job.overrides,
+            "metrics": {m: v for m in job.metrics if (v := job.value(m)) is not None},
+            "cost": {c: cost.get(c) for c, _, _ in COST},
+            "commit": env.get("git_commit"),
+            "machine": f"{env.get('cpu', '?')}, {env.get('cores', '?')} logical CPUs" if env else None,
+            "started": times[0], "updated": times[1], "command": command,
+            "feature_space": (read_json(job.path / "sample_quality.json") or {}).get("feature_space") or None}
 
 
-def best_fid(job: Job) -> float | None:
+def carried_records(path: Path, benchmark: str, held: set[str]) -> list[dict]:
+    """The records of the report at path for the jobs not in held (none when there is no report yet)."""
+    if not path.is_file():
+        return []
+    old = read_json(path)
+    if old is None:
+        raise ConfigError(f"--merge: {path} is not readable JSON; move it aside or report without --merge")
+    theirs = old.get("benchmark") or Path(str(old.get("folder", ""))).name
+    if theirs != benchmark:
+        raise ConfigError(f"--merge: {path} is the report of benchmark folder {theirs!r}, not {benchmark!r}; "
+                          f"merge carries over jobs of the same benchmark only")
+    if "records" not in old:
+        raise ConfigError(f"--merge: {path} holds no job records (written before reports kept them), so its "
+                          f"rows cannot be merged; rebuild it from its run directories without --merge")
+    return [r for r in old["records"] if r["name"] not in held]
+
+
+def value(rec: dict, metric: str) -> float | None:
+    v = rec["metrics"].get(metric)
+    return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
+
+
+def setting(rec: dict) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted((k, v) for k, v in rec["overrides"].items() if k not in NOT_A_SETTING))
+
+
+def best_fid(rec: dict) -> float | None:
     """The FID of the job's best sampler (the one each model is best sampled with)."""
-    values = [v for s in SAMPLERS if (v := job.value(f"test/fid_{s}")) is not None]
+    values = [v for s in SAMPLERS if (v := value(rec, f"test/fid_{s}")) is not None]
     return min(values) if values else None
 
 
@@ -54,25 +97,29 @@ def spread(values: list[float]) -> dict:
             "n": len(values)}
 
 
-def build_rows(jobs: list[Job]) -> list[dict]:
-    grouped: dict[tuple, list[Job]] = defaultdict(list)
-    for job in jobs:
-        grouped[setting(job)].append(job)
+def build_rows(records: list[dict]) -> list[dict]:
+    grouped: dict[tuple, list[dict]] = defaultdict(list)
+    for rec in records:
+        grouped[setting(rec)].append(rec)
     rows = []
     for key, members in sorted(grouped.items(), key=lambda kv: natural(" ".join(f"{k}={v}" for k, v in kv[0]))):
-        done = [j for j in members if j.state == "succeeded"]
-        names = sorted({m for j in done for m in j.metrics})
-        costs = [read_json(j.path / COST_FILE) or {} for j in done]
+        done = [r for r in members if r["state"] == "succeeded"]
+        names = sorted({m for r in done for m in r["metrics"]})
         rows.append({
             "setting": dict(key),
             "name": ",".join(f"{k}={v}" for k, v in key) or "(no overrides)",
-            "seeds": sorted((j.overrides.get("seed", "-") for j in done), key=natural),
+            "seeds": sorted((r["overrides"].get("seed", "-") for r in done), key=natural),
             "jobs": len(members), "succeeded": len(done),
-            "metrics": {m: spread([j.value(m) for j in done]) for m in names},
-            "best_fid": spread([best_fid(j) for j in done]),
-            "cost": {c: spread([cost.get(c) for cost in costs]) for c, _, _ in COST},
+            "metrics": {m: spread([value(r, m) for r in done]) for m in names},
+            "best_fid": spread([best_fid(r) for r in done]),
+            "cost": {c: spread([r["cost"].get(c) for r in done]) for c, _, _ in COST},
         })
     return rows
+
+
+def problems(records: list[dict]) -> list[str]:
+    return [f"{r['name']}: {r['state']}" + (f": {r['error']}" if r["error"] else "") for r in records
+            if r["state"] != "succeeded"]
 
 
 def mark_best(rows: list[dict]) -> dict[str, str]:
@@ -113,16 +160,16 @@ def table(rows: list[dict], best: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
-def feature_spaces(jobs: list[Job]) -> list[str]:
+def feature_spaces(records: list[dict]) -> list[str]:
     """Each feature space the jobs' sample-quality metrics were computed in, with its test accuracy and the FID
     floor (held-out real images against the test split) over the jobs scored in it."""
     spaces: dict[str, dict] = {}
     floors: dict[str, list] = defaultdict(list)
-    for job in jobs:
-        space = (read_json(job.path / "sample_quality.json") or {}).get("feature_space") or {}
+    for rec in records:
+        space = rec["feature_space"] or {}
         if space.get("name"):
             spaces.setdefault(space["name"], space)
-            floors[space["name"]].append(job.value("test/fid_floor"))
+            floors[space["name"]].append(value(rec, "test/fid_floor"))
     out = []
     for name, space in spaces.items():
         accuracy = space.get("test_accuracy")
@@ -135,22 +182,35 @@ def feature_spaces(jobs: list[Job]) -> list[str]:
     return out
 
 
-def provenance(folder: Path, jobs: list[Job]) -> dict:
-    """The command that runs (and resumes) the grid, the commits and machines its jobs ran on, and their time: the
-    sum of every job's wall time and the span from the first start to the last end (status.json)."""
-    multirun = _read_yaml(folder / "multirun.yaml") or {}
+def recorded_command(multirun: dict) -> str | None:
+    """The aelab-bench command that runs (and resumes) the folder's grid, as its multirun.yaml records it."""
     task = ((multirun.get("hydra") or {}).get("overrides") or {}).get("task") or []
-    envs = [read_json(j.path / "environment.json") or {} for j in jobs]
-    statuses = [read_json(j.path / "status.json") or {} for j in jobs]
-    timed = [(s["started"], s["updated"]) for s in statuses if isinstance(s.get("started"), (int, float))
-             and isinstance(s.get("updated"), (int, float))]
-    return {"grid": grid_size(multirun),
-            "command": " ".join(["aelab-bench", *[t for t in task if not t.startswith("sweep_resume=")]]) if task
-            else None,
-            "commits": sorted({e["git_commit"] for e in envs if e.get("git_commit")}),
-            "machines": sorted({f"{e.get('cpu', '?')}, {e.get('cores', '?')} logical CPUs" for e in envs if e}),
-            "job_seconds": sum(b - a for a, b in timed) if timed else None,
-            "span_seconds": max(b for _, b in timed) - min(a for a, _ in timed) if timed else None}
+    return " ".join(["aelab-bench", *[t for t in task if not t.startswith("sweep_resume=")]]) if task else None
+
+
+def provenance(records: list[dict], grid: int | None) -> dict:
+    """The commands that ran the jobs (one per part of a merged report, in the order they ran), the commits and
+    machines, and the time: the sum of every job's wall time and, per command, the span from its first job's start
+    to its last one's end (status.json); the span of a merged report is the sum of its parts' spans, so the gaps
+    between the parts are not counted."""
+    parts: dict[str | None, list[dict]] = {}
+    for rec in records:
+        parts.setdefault(rec["command"], []).append(rec)
+
+    def timing(recs: list[dict]) -> tuple[float | None, float | None]:
+        timed = [(r["started"], r["updated"]) for r in recs if r["started"] is not None and r["updated"] is not None]
+        if not timed:
+            return None, None
+        return sum(b - a for a, b in timed), max(b for _, b in timed) - min(a for a, _ in timed)
+
+    runs = [{"command": c, "jobs": len(recs), **dict(zip(("job_seconds", "span_seconds"), timing(recs)))}
+            for c, recs in parts.items()]
+    known = lambda key: [r[key] for r in runs if r[key] is not None]  # noqa: E731
+    return {"grid": grid, "commands": [r["command"] for r in runs if r["command"]], "runs": runs,
+            "commits": sorted({r["commit"] for r in records if r["commit"]}),
+            "machines": sorted({r["machine"] for r in records if r["machine"]}),
+            "job_seconds": sum(known("job_seconds")) if known("job_seconds") else None,
+            "span_seconds": sum(known("span_seconds")) if known("span_seconds") else None}
 
 
 def grid_size(multirun: dict) -> int | None:
@@ -175,12 +235,20 @@ def grid_size(multirun: dict) -> int | None:
 
 
 def provenance_lines(p: dict) -> list[str]:
-    hours = lambda s: f"{s / 60:.0f} min" if s is not None else "–"  # noqa: E731
-    return [f"- command: `{p['command'] or '(no multirun.yaml: the command is not recorded)'}`",
+    minutes = lambda s: f"{s / 60:.0f} min" if s is not None else "–"  # noqa: E731
+    runs = p["runs"]
+    if len(runs) > 1:
+        lines = [f"- commands ({len(runs)} runs, merged): " + "; ".join(
+            f"`{r['command'] or '(not recorded)'}` ({r['jobs']} jobs, {minutes(r['span_seconds'])})" for r in runs)]
+        span = f"{minutes(p['span_seconds'])} over its {len(runs)} runs (each from its first job's start to its " \
+               "last one's end)"
+    else:
+        lines = [f"- command: `{p['commands'][0] if p['commands'] else '(no multirun.yaml: the command is not recorded)'}`"]
+        span = f"{minutes(p['span_seconds'])} from the first job's start to the last one's end"
+    return [*lines,
             f"- commit{'s' if len(p['commits']) > 1 else ''}: {', '.join(p['commits']) or 'not recorded'}",
             f"- machine{'s' if len(p['machines']) > 1 else ''}: {'; '.join(p['machines']) or 'not recorded'}",
-            f"- time: {hours(p['job_seconds'])} of job wall time in all (fit, test and the test-time metrics), "
-            f"{hours(p['span_seconds'])} from the first job's start to the last one's end"]
+            f"- time: {minutes(p['job_seconds'])} of job wall time in all (fit, test and the test-time metrics), {span}"]
 
 
 def plot(out: Path, rows: list[dict]) -> list[Path]:
@@ -231,25 +299,34 @@ def write_hparams(out: Path, rows: list[dict]) -> Path:
     return folder
 
 
-def write_report(folder: Path, out: Path | None = None) -> dict:
+def write_report(folder: Path, out: Path | None = None, merge: bool = False) -> dict:
+    """The report of the jobs under folder, written to out (default folder/benchmark); with merge, also of the
+    jobs the report already at out holds and folder does not (see the module's docstring)."""
     folder = Path(folder)
     out = Path(out) if out is not None else folder / "benchmark"
-    jobs = [j for j in collect_jobs(folder) if out not in j.path.parents]
-    rows = build_rows(jobs)
+    multirun = _read_yaml(folder / "multirun.yaml") or {}
+    command = recorded_command(multirun)
+    own = [record(j, command) for j in collect_jobs(folder) if out not in j.path.parents]
+    carried = carried_records(out / "BENCHMARK.json", folder.name, {r["name"] for r in own}) if merge else []
+    records = carried + own  # in the order they ran: the earlier parts first
+    rows = build_rows(records)
     best = mark_best(rows)
-    issues = problems(jobs)
-    succeeded = sum(j.state == "succeeded" for j in jobs)
-    origin = provenance(folder, jobs)
-    unstarted = (origin["grid"] or 0) - len(jobs)
+    issues = problems(records)
+    succeeded = sum(r["state"] == "succeeded" for r in records)
+    origin = provenance(records, grid_size(multirun))
+    unstarted = (origin["grid"] or 0) - len(own)
     md = [f"# Benchmark: {folder.name}", "",
-          f"{succeeded} of {len(jobs)} jobs succeeded, in {len(rows)} settings"
+          f"{succeeded} of {len(records)} jobs succeeded, in {len(rows)} settings"
           + (f" ({unstarted} more of the grid's {origin['grid']} not started yet: the same command runs them)"
-             if unstarted > 0 else "") + "; each cell is the mean ± sample "
+             if unstarted > 0 else "")
+          + (f" ({len(carried)} of them carried over from the earlier report here: their run directories were "
+             f"not under the folder reported last)" if carried else "") + "; each cell is the mean ± sample "
           "standard deviation over the setting's succeeded seeds (none with one seed); the best mean of a column is "
-          "in bold. `aelab-bench --report DIR` rebuilds this file from the run directories.", "",
+          "in bold. `aelab-bench --report DIR` rebuilds this file from the run directories"
+          + (", with --merge keeping the jobs of the earlier report." if carried else "."), "",
           table(rows, best)]
     md += ["", *provenance_lines(origin)]
-    spaces = feature_spaces(jobs)
+    spaces = feature_spaces(records)
     if spaces:
         md += ["", "Sample quality (FID, precision, recall) in the feature space of " + "; ".join(spaces) + "."]
     if issues:
@@ -257,11 +334,13 @@ def write_report(folder: Path, out: Path | None = None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     files = [out / "BENCHMARK.md", out / "BENCHMARK.json"]
     write_atomic(files[0], lambda f: f.write("\n".join(md) + "\n"), binary=False)
-    write_json_atomic(files[1], {"folder": str(folder), "jobs": len(jobs), "succeeded": succeeded, "rows": rows,
-                                 "best": best, "problems": issues, "feature_spaces": spaces,
-                                 "provenance": origin})
+    write_json_atomic(files[1], {"benchmark": folder.name, "folder": str(folder), "jobs": len(records),
+                                 "succeeded": succeeded, "carried": len(carried), "rows": rows, "best": best,
+                                 "problems": issues, "feature_spaces": spaces, "provenance": origin,
+                                 "records": records})
     files += plot(out, rows)
     files.append(write_hparams(out, rows))
-    summary = f"{folder}: {succeeded} of {len(jobs)} jobs succeeded in {len(rows)} settings"
+    summary = f"{folder}: {succeeded} of {len(records)} jobs succeeded in {len(rows)} settings" + (
+        f" ({len(carried)} carried over from {files[1]})" if carried else "")
     return {"rows": rows, "best": best, "problems": issues, "files": files, "summary": summary,
             "markdown": "\n".join(md)}
