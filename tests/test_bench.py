@@ -109,6 +109,19 @@ def test_provenance_names_the_command_commit_machine_and_time(tmp_path):
     assert "- commit: abc123" in md and "- machine: Some CPU, 2 logical CPUs" in md
     assert "- time: 30 min of job wall time in all (fit, test and the test-time metrics), 32 min from the first " \
            "job's start to the last one's end" in md
+    # two narrower commands into the same folder: each job names the run it started in, not the last command
+    from aelab.bench_report import log_command
+
+    log_command(root, "aelab-bench benchmark=b model=a seed=0", 900.0)
+    log_command(root, "aelab-bench benchmark=b model=a seed=1", 1650.0)
+    with open(root / "bench_commands.jsonl", "a") as f:
+        f.write('{"command": "cut by a ki')  # a kill mid-line is passed over
+    md = write_report(root)["markdown"]
+    runs = json.loads((root / "benchmark" / "BENCHMARK.json").read_text())["provenance"]["runs"]
+    assert [(r["command"], r["jobs"], r["span_seconds"]) for r in runs] == [
+        ("aelab-bench benchmark=b model=a seed=0", 1, 600.0), ("aelab-bench benchmark=b model=a seed=1", 1, 1200.0)]
+    assert "- commands (2 runs): `aelab-bench benchmark=b model=a seed=0` (1 jobs, 10 min); " \
+           "`aelab-bench benchmark=b model=a seed=1` (1 jobs, 20 min)" in md
 
 
 def test_a_benchmark_run_in_parts_accumulates_in_one_report_with_merge(tmp_path, capsys):
@@ -150,7 +163,7 @@ def test_a_benchmark_run_in_parts_accumulates_in_one_report_with_merge(tmp_path,
     assert origin["commits"] == ["c0", "c10000"] and origin["span_seconds"] == 160.0 + 160.0  # not the gap
     md = (out / "BENCHMARK.md").read_text()
     assert "4 of 4 jobs succeeded, in 2 settings (2 of them carried over from the earlier report here" in md
-    assert "- commands (2 runs, merged): `aelab-bench benchmark=lesson experiment=sr,ae seed=0,1` (2 jobs, 3 min); " \
+    assert "- commands (2 runs): `aelab-bench benchmark=lesson experiment=sr,ae seed=0,1` (2 jobs, 3 min); " \
            "`aelab-bench benchmark=lesson experiment=sr,ae seed=2` (2 jobs, 3 min)" in md
     again = write_report(second, out, merge=True)  # merging the same part twice changes nothing
     assert again["rows"] == written["rows"]
@@ -356,3 +369,8 @@ def test_a_benchmark_killed_midway_resumes_with_no_job_run_twice_and_reports_a_f
     assert "4 of 6 jobs succeeded, in 3 settings" in md
     assert "failed: model.first_stage is not set" in md
     assert "| none | mnist | none | vqvae_prior | debug | 0 of 2 |" in md
+    commands = json.loads((sweep / "benchmark" / "BENCHMARK.json").read_text())["provenance"]["commands"]
+    assert commands == [" ".join(["aelab-bench", *GRID, f"hydra.sweep.dir={sweep}"]),  # killed, then resumed
+                        " ".join(["aelab-bench", *[o if not o.startswith("model=") else
+                                                   "model=ae_dense,vae_dense,vqvae_prior" for o in GRID],
+                                                 f"hydra.sweep.dir={sweep}"])]

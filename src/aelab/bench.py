@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from aelab.cli import entry
@@ -68,11 +69,15 @@ def sweep_dir(overrides: list[str]) -> Path:
 def run(overrides: list[str]) -> tuple[int, Path]:
     """Run the benchmark's multirun (resuming when its folder holds jobs); returns aelab-train's exit code and the
     folder."""
+    from aelab.bench_report import log_command  # aelab.runs imports this module: the report's modules load late
+
     chosen(overrides)
     folder = sweep_dir(overrides)
     resume = holds_jobs(folder) and not any(o.split("=", 1)[0] == "sweep_resume" for o in overrides)
     command = [sys.executable, "-m", "aelab.train", "-m", *overrides, *(["sweep_resume=true"] if resume else [])]
     print(f"aelab-bench: {'resuming' if resume else 'starting'} {folder}", flush=True)
+    log_command(folder, " ".join(["aelab-bench", *(o for o in overrides if not o.startswith("sweep_resume="))]),
+                time.time())
     return subprocess.run(command).returncode, folder
 
 

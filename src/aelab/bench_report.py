@@ -15,6 +15,7 @@ the report already at OUT are carried over for every job that DIR does not hold,
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 import statistics
@@ -40,6 +41,9 @@ COLUMNS = (
     ("test/factorvae_score", "FactorVAE score", 3, "higher"),
 )
 COST = (("parameters", "params", 0), ("fit_seconds", "fit s", 0))  # a model's parameters do not vary by seed
+# aelab-bench appends a line here as each run starts ({"command", "started"}): a folder filled by several narrower
+# commands names each job's own (multirun.yaml holds only the last command's)
+COMMANDS_FILE = "bench_commands.jsonl"
 
 
 def record(job: Job, command: str | None) -> dict:
@@ -55,6 +59,40 @@ def record(job: Job, command: str | None) -> dict:
             "machine": f"{env.get('cpu', '?')}, {env.get('cores', '?')} logical CPUs" if env else None,
             "started": times[0], "updated": times[1], "command": command,
             "feature_space": (read_json(job.path / "sample_quality.json") or {}).get("feature_space") or None}
+
+
+def log_command(folder: Path, command: str, started: float) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / COMMANDS_FILE, "a") as f:
+        f.write(json.dumps({"command": command, "started": started}) + "\n")
+
+
+def command_log(folder: Path) -> list[dict]:
+    """The folder's runs in the order they started; a line cut short by a kill is passed over."""
+    try:
+        lines = (folder / COMMANDS_FILE).read_text().splitlines()
+    except OSError:
+        return []
+    out = []
+    for line in lines:
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict) and isinstance(entry.get("command"), str) \
+                and isinstance(entry.get("started"), (int, float)):
+            out.append(entry)
+    return sorted(out, key=lambda e: e["started"])
+
+
+def command_of(started: float | None, log: list[dict], fallback: str | None) -> str | None:
+    """The command whose run a job started in: the last one logged as starting before it (runs into one folder
+    follow each other); the multirun's recorded command where no log says."""
+    if started is not None:
+        for entry in reversed(log):
+            if entry["started"] <= started:
+                return entry["command"]
+    return fallback
 
 
 def carried_records(path: Path, benchmark: str, held: set[str]) -> list[dict]:
@@ -189,13 +227,15 @@ def recorded_command(multirun: dict) -> str | None:
 
 
 def provenance(records: list[dict], grid: int | None) -> dict:
-    """The commands that ran the jobs (one per part of a merged report, in the order they ran), the commits and
-    machines, and the time: the sum of every job's wall time and, per command, the span from its first job's start
-    to its last one's end (status.json); the span of a merged report is the sum of its parts' spans, so the gaps
-    between the parts are not counted."""
+    """The commands that ran the jobs (several for narrower commands into one folder or a merged report's parts, in
+    the order they started), the commits and machines, and the time: the sum of every job's wall time and, per
+    command, the span from its first job's start to its last one's end (status.json); the report's span is the sum
+    of its commands' spans, so the gaps between them (sessions apart) are not counted."""
     parts: dict[str | None, list[dict]] = {}
+    first = lambda recs: min((r["started"] for r in recs if r["started"] is not None), default=math.inf)  # noqa: E731
     for rec in records:
         parts.setdefault(rec["command"], []).append(rec)
+    parts = dict(sorted(parts.items(), key=lambda kv: first(kv[1])))
 
     def timing(recs: list[dict]) -> tuple[float | None, float | None]:
         timed = [(r["started"], r["updated"]) for r in recs if r["started"] is not None and r["updated"] is not None]
@@ -238,7 +278,7 @@ def provenance_lines(p: dict) -> list[str]:
     minutes = lambda s: f"{s / 60:.0f} min" if s is not None else "–"  # noqa: E731
     runs = p["runs"]
     if len(runs) > 1:
-        lines = [f"- commands ({len(runs)} runs, merged): " + "; ".join(
+        lines = [f"- commands ({len(runs)} runs): " + "; ".join(
             f"`{r['command'] or '(not recorded)'}` ({r['jobs']} jobs, {minutes(r['span_seconds'])})" for r in runs)]
         span = f"{minutes(p['span_seconds'])} over its {len(runs)} runs (each from its first job's start to its " \
                "last one's end)"
@@ -305,8 +345,10 @@ def write_report(folder: Path, out: Path | None = None, merge: bool = False) -> 
     folder = Path(folder)
     out = Path(out) if out is not None else folder / "benchmark"
     multirun = _read_yaml(folder / "multirun.yaml") or {}
-    command = recorded_command(multirun)
-    own = [record(j, command) for j in collect_jobs(folder) if out not in j.path.parents]
+    command, log = recorded_command(multirun), command_log(folder)
+    own = [record(j, None) for j in collect_jobs(folder) if out not in j.path.parents]
+    for rec in own:
+        rec["command"] = command_of(rec["started"], log, command)
     carried = carried_records(out / "BENCHMARK.json", folder.name, {r["name"] for r in own}) if merge else []
     records = carried + own  # in the order they ran: the earlier parts first
     rows = build_rows(records)
