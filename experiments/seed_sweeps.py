@@ -100,8 +100,8 @@ def written_by(origin: dict) -> str:
 def provenance_line(origin: dict) -> str:
     where = [f"commit {', '.join(origin['commits'])}" if origin.get("commits") else "",
              f"on {'; '.join(origin['machines'])}" if origin.get("machines") else "",
-             (f"{origin['span_seconds'] / 60:.0f} min from the first job's start to the last one's end"
-              + (f", summed over its {len(origin['runs'])} runs" if len(origin.get("runs") or []) > 1 else ""))
+             (f"{origin['span_seconds'] / 60:.0f} min of wall time while its jobs ran"
+              + (f" (over its {len(origin['runs'])} runs)" if len(origin.get("runs") or []) > 1 else ""))
              if origin.get("span_seconds") else ""]
     return "Ran at " + ", ".join(w for w in where if w) + "."
 

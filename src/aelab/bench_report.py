@@ -228,29 +228,31 @@ def recorded_command(multirun: dict) -> str | None:
 
 def provenance(records: list[dict], grid: int | None) -> dict:
     """The commands that ran the jobs (several for narrower commands into one folder or a merged report's parts, in
-    the order they started), the commits and machines, and the time: the sum of every job's wall time and, per
-    command, the span from its first job's start to its last one's end (status.json); the report's span is the sum
-    of its commands' spans, so the gaps between them (sessions apart) are not counted."""
+    the order they started), the commits and machines, and the time: the sum of every job's wall time, and the wall
+    time while any job ran (the union of the jobs' start-to-end spans, status.json), per command and in all, so the
+    breaks between sessions that a resumed or merged benchmark spans are not counted."""
     parts: dict[str | None, list[dict]] = {}
     first = lambda recs: min((r["started"] for r in recs if r["started"] is not None), default=math.inf)  # noqa: E731
     for rec in records:
         parts.setdefault(rec["command"], []).append(rec)
     parts = dict(sorted(parts.items(), key=lambda kv: first(kv[1])))
 
-    def timing(recs: list[dict]) -> tuple[float | None, float | None]:
-        timed = [(r["started"], r["updated"]) for r in recs if r["started"] is not None and r["updated"] is not None]
+    def timing(recs: list[dict]) -> dict:
+        timed = sorted((r["started"], r["updated"]) for r in recs
+                       if r["started"] is not None and r["updated"] is not None)
         if not timed:
-            return None, None
-        return sum(b - a for a, b in timed), max(b for _, b in timed) - min(a for a, _ in timed)
+            return {"job_seconds": None, "span_seconds": None}
+        union, (start, end) = 0.0, timed[0]
+        for a, b in timed[1:]:
+            if a > end:
+                union, start = union + end - start, a
+            end = max(end, b)
+        return {"job_seconds": sum(b - a for a, b in timed), "span_seconds": union + end - start}
 
-    runs = [{"command": c, "jobs": len(recs), **dict(zip(("job_seconds", "span_seconds"), timing(recs)))}
-            for c, recs in parts.items()]
-    known = lambda key: [r[key] for r in runs if r[key] is not None]  # noqa: E731
+    runs = [{"command": c, "jobs": len(recs), **timing(recs)} for c, recs in parts.items()]
     return {"grid": grid, "commands": [r["command"] for r in runs if r["command"]], "runs": runs,
             "commits": sorted({r["commit"] for r in records if r["commit"]}),
-            "machines": sorted({r["machine"] for r in records if r["machine"]}),
-            "job_seconds": sum(known("job_seconds")) if known("job_seconds") else None,
-            "span_seconds": sum(known("span_seconds")) if known("span_seconds") else None}
+            "machines": sorted({r["machine"] for r in records if r["machine"]}), **timing(records)}
 
 
 def grid_size(multirun: dict) -> int | None:
@@ -280,11 +282,10 @@ def provenance_lines(p: dict) -> list[str]:
     if len(runs) > 1:
         lines = [f"- commands ({len(runs)} runs): " + "; ".join(
             f"`{r['command'] or '(not recorded)'}` ({r['jobs']} jobs, {minutes(r['span_seconds'])})" for r in runs)]
-        span = f"{minutes(p['span_seconds'])} over its {len(runs)} runs (each from its first job's start to its " \
-               "last one's end)"
+        span = f"{minutes(p['span_seconds'])} while its jobs ran (over its {len(runs)} runs)"
     else:
         lines = [f"- command: `{p['commands'][0] if p['commands'] else '(no multirun.yaml: the command is not recorded)'}`"]
-        span = f"{minutes(p['span_seconds'])} from the first job's start to the last one's end"
+        span = f"{minutes(p['span_seconds'])} while its jobs ran"
     return [*lines,
             f"- commit{'s' if len(p['commits']) > 1 else ''}: {', '.join(p['commits']) or 'not recorded'}",
             f"- machine{'s' if len(p['machines']) > 1 else ''}: {'; '.join(p['machines']) or 'not recorded'}",
