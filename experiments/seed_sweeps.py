@@ -101,7 +101,9 @@ def provenance_line(origin: dict) -> str:
     where = [f"commit {', '.join(origin['commits'])}" if origin.get("commits") else "",
              f"on {'; '.join(origin['machines'])}" if origin.get("machines") else "",
              (f"{origin['span_seconds'] / 60:.0f} min of wall time while its jobs ran"
-              + (f" (over its {len(origin['runs'])} runs)" if len(origin.get("runs") or []) > 1 else ""))
+              + (f" (over its {len(origin['runs'])} runs)" if len(origin["runs"]) > 1 else "") if "runs" in origin
+              # a report written before per-run records measured from the first job's start to the last one's end
+              else f"{origin['span_seconds'] / 60:.0f} min from the first job's start to the last one's end")
              if origin.get("span_seconds") else ""]
     return "Ran at " + ", ".join(w for w in where if w) + "."
 
