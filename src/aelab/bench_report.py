@@ -46,8 +46,9 @@ COST = (("parameters", "params", 0), ("fit_seconds", "fit s", 0))  # a model's p
 COMMANDS_FILE = "bench_commands.jsonl"
 
 
-def record(job: Job, command: str | None) -> dict:
-    """What the report needs of one job, read from its run directory once (and kept in BENCHMARK.json)."""
+def record(job: Job) -> dict:
+    """What the report needs of one job, read from its run directory once (and kept in BENCHMARK.json); its command
+    is filled from the folder's log (command_of)."""
     env = read_json(job.path / "environment.json") or {}
     status = read_json(job.path / "status.json") or {}
     cost = read_json(job.path / COST_FILE) or {}
@@ -57,7 +58,7 @@ def record(job: Job, command: str | None) -> dict:
             "cost": {c: cost.get(c) for c, _, _ in COST},
             "commit": env.get("git_commit"),
             "machine": f"{env.get('cpu', '?')}, {env.get('cores', '?')} logical CPUs" if env else None,
-            "started": times[0], "updated": times[1], "command": command,
+            "started": times[0], "updated": times[1], "command": None,
             "feature_space": (read_json(job.path / "sample_quality.json") or {}).get("feature_space") or None}
 
 
@@ -347,7 +348,7 @@ def write_report(folder: Path, out: Path | None = None, merge: bool = False) -> 
     out = Path(out) if out is not None else folder / "benchmark"
     multirun = _read_yaml(folder / "multirun.yaml") or {}
     command, log = recorded_command(multirun), command_log(folder)
-    own = [record(j, None) for j in collect_jobs(folder) if out not in j.path.parents]
+    own = [record(j) for j in collect_jobs(folder) if out not in j.path.parents]
     for rec in own:
         rec["command"] = command_of(rec["started"], log, command)
     carried = carried_records(out / "BENCHMARK.json", folder.name, {r["name"] for r in own}) if merge else []
