@@ -129,7 +129,7 @@ def test_a_benchmark_run_in_parts_accumulates_in_one_report_with_merge(tmp_path,
     own jobs replace theirs (a failed seed rerun), and the rows are over every seed, as if one folder held all."""
     import shutil
 
-    def part(root: Path, jobs: list, command: list[str], start: float) -> None:
+    def part(root: Path, jobs: list, command: list[str], start: float, scored: bool = True) -> None:
         for i, (experiment, seed, psnr, state) in enumerate(jobs):
             job = fake_job(root, [f"experiment={experiment}", f"seed={seed}"], {"test/psnr": psnr}, state=state,
                            fit_seconds=60.0)
@@ -137,6 +137,10 @@ def test_a_benchmark_run_in_parts_accumulates_in_one_report_with_merge(tmp_path,
                                                          "updated": start + 100 * i + 60}))
             (job / "environment.json").write_text(json.dumps({"git_commit": f"c{int(start)}", "cpu": "CPU",
                                                               "cores": 2}))
+            if scored:
+                (job / "sample_quality.json").write_text(json.dumps({"feature_space": {
+                    "name": "mnist-classifier", "kind": "domain classifier", "dataset": "mnist",
+                    "test_accuracy": 0.99}}))
         (root / "multirun.yaml").write_text(yaml.safe_dump(
             {"hydra": {"overrides": {"task": ["benchmark=lesson", *command]}, "sweeper": {"params": {}}}}))
 
@@ -145,10 +149,14 @@ def test_a_benchmark_run_in_parts_accumulates_in_one_report_with_merge(tmp_path,
     part(first, [("sr", 0, 30.0, "succeeded"), ("sr", 1, 31.0, "succeeded"), ("ae", 0, 0.0, "failed")],
          ["experiment=sr,ae", "seed=0,1"], 0.0)
     write_report(first, out)
+    kept = json.loads((out / "BENCHMARK.json").read_text())
+    assert kept["spaces"] == {"mnist-classifier": {"name": "mnist-classifier", "kind": "domain classifier",
+                                                   "dataset": "mnist", "test_accuracy": 0.99}}
+    assert {r["feature_space"] for r in kept["records"]} == {"mnist-classifier"}  # described once, named per job
     shutil.rmtree(first)
     second = tmp_path / "b" / "lesson"
     part(second, [("sr", 2, 32.0, "succeeded"), ("ae", 0, 20.0, "succeeded")], ["experiment=sr,ae", "seed=2"],
-         10_000.0)
+         10_000.0, scored=False)  # the feature space's description comes from the carried records only
     assert bench_main(["--report", str(second), "--out", str(out), "--merge"]) == 0
     assert "(2 carried over from" in capsys.readouterr().out
     written = json.loads((out / "BENCHMARK.json").read_text())
@@ -163,12 +171,25 @@ def test_a_benchmark_run_in_parts_accumulates_in_one_report_with_merge(tmp_path,
     assert origin["commits"] == ["c0", "c10000"] and origin["span_seconds"] == 4 * 60.0  # not the gaps
     md = (out / "BENCHMARK.md").read_text()
     assert "4 of 4 jobs succeeded, in 2 settings (2 of them carried over from the earlier report here" in md
+    assert "feature space of `mnist-classifier` (domain classifier of mnist, test accuracy 0.9900)" in md
+    assert written["spaces"] == kept["spaces"]
     assert "- commands (2 runs): `aelab-bench benchmark=lesson experiment=sr,ae seed=0,1` (2 jobs, 2 min); " \
            "`aelab-bench benchmark=lesson experiment=sr,ae seed=2` (2 jobs, 2 min)" in md
     again = write_report(second, out, merge=True)  # merging the same part twice changes nothing
     assert again["rows"] == written["rows"]
     assert [r["setting"]["experiment"] for r in write_report(second, out)["rows"]] == ["ae", "sr"]
     assert write_report(second, out)["rows"][1]["seeds"] == ["2"]  # without --merge: the folder's jobs only
+
+
+def test_a_feature_space_is_described_once_and_read_back_from_either_layout():
+    from aelab.bench_report import packed, unpacked
+
+    scored = {"name": "j1", "feature_space": {"name": "s", "test_accuracy": 0.9}}
+    unscored = {"name": "j2", "feature_space": None}
+    kept, table = packed([scored, unscored])
+    assert kept == [{"name": "j1", "feature_space": "s"}, unscored] and table == {"s": scored["feature_space"]}
+    assert unpacked(kept, table) == [scored, unscored]
+    assert unpacked([scored, unscored], {}) == [scored, unscored]  # a report written before the table
 
 
 @pytest.mark.parametrize("old, message", [
@@ -188,14 +209,16 @@ def test_merge_refuses_a_report_it_cannot_carry_over_in_one_line(tmp_path, capsy
                                               + message
     import aelab.bench
 
-    def never(overrides):
-        raise AssertionError(f"the benchmark ran: {overrides}")
+    def never(command, *args, **kwargs):
+        raise AssertionError(f"the benchmark ran: {command}")
 
-    monkeypatch.setattr(aelab.bench, "run", never)  # with a run, the report is refused before the run starts
+    monkeypatch.setattr(aelab.bench.subprocess, "run", never)  # with a run, refused before the run starts
+    monkeypatch.setenv("AELAB_OUTPUT_DIR", str(tmp_path / "runs"))  # nor is its command logged there
     with pytest.raises(SystemExit):
         bench_main(["benchmark=lesson", "--out", str(tmp_path / "out"), "--merge"])
     assert capsys.readouterr().err.strip() == f"aelab-bench: error: --merge: {tmp_path / 'out' / 'BENCHMARK.json'} " \
                                               + message
+    assert not (tmp_path / "runs").exists()
 
 
 def test_results_shows_the_disentanglement_sweep_as_mean_and_std_per_preset(tmp_path):

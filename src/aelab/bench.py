@@ -22,6 +22,7 @@ import argparse
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from aelab.cli import entry
@@ -66,13 +67,15 @@ def sweep_dir(overrides: list[str]) -> Path:
     return Path(str(compose(fixed, keep_hydra=True).hydra.sweep.dir))
 
 
-def run(overrides: list[str]) -> tuple[int, Path]:
+def run(overrides: list[str], before: Callable[[Path], None] | None = None) -> tuple[int, Path]:
     """Run the benchmark's multirun (resuming when its folder holds jobs); returns aelab-train's exit code and the
-    folder."""
+    folder. `before` is given the folder first, to refuse what would fail only after the run."""
     from aelab.bench_report import log_command  # aelab.runs imports this module: the report's modules load late
 
     chosen(overrides)
     folder = sweep_dir(overrides)
+    if before is not None:
+        before(folder)
     resume = holds_jobs(folder) and not any(o.split("=", 1)[0] == "sweep_resume" for o in overrides)
     command = [sys.executable, "-m", "aelab.train", "-m", *overrides, *(["sweep_resume=true"] if resume else [])]
     print(f"aelab-bench: {'resuming' if resume else 'starting'} {folder}", flush=True)
@@ -104,11 +107,11 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--report {str(args.report)!r} is not a directory")
         code, folder = 0, args.report
     else:
-        if args.merge:  # a report it cannot merge with is refused before the run, not after hours of it
-            chosen(args.overrides)
-            folder = sweep_dir(args.overrides)
+        def mergeable(folder: Path) -> None:  # a report it cannot merge with is refused before hours of run
             carried_records((args.out or folder / "benchmark") / "BENCHMARK.json", folder.name, set())
-        code, folder = run(args.overrides)  # a ConfigError ends in one line (aelab.cli.entry)
+
+        # a ConfigError ends in one line (aelab.cli.entry)
+        code, folder = run(args.overrides, before=mergeable if args.merge else None)
     if not holds_jobs(folder):
         print(f"aelab-bench: error: no job directories (with status.json) under {folder}", file=sys.stderr)
         return code or 1

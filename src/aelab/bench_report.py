@@ -8,7 +8,8 @@ each job's cost.json. Written to DIR/benchmark/: BENCHMARK.md, BENCHMARK.json (e
 samples_vs_reconstruction.png, and tensorboard/ (one HPARAMS session per row: tensorboard --logdir DIR/benchmark).
 
 The rows are built from one record per job (what its run directory says: state, overrides, metrics, cost, commit,
-machine, times), and BENCHMARK.json keeps those records. So a benchmark run in parts, in folders that do not outlive
+machine, times), and BENCHMARK.json keeps those records, each naming its sample-quality feature space in one table of
+spaces beside them (`spaces`: the description is the same for every job scored in it). So a benchmark run in parts, in folders that do not outlive
 their session, accumulates in one report: with merge=True (aelab-bench --report DIR --out OUT --merge) the records of
 the report already at OUT are carried over for every job that DIR does not hold, and DIR's own jobs replace theirs.
 """
@@ -96,8 +97,29 @@ def command_of(started: float | None, log: list[dict], fallback: str | None) -> 
     return fallback
 
 
+def packed(records: list[dict]) -> tuple[list[dict], dict[str, dict]]:
+    """The records as BENCHMARK.json keeps them: each feature space described once, in the returned table, and named
+    in the records scored in it."""
+    spaces = {}
+    out = []
+    for rec in records:
+        space = rec["feature_space"]
+        if isinstance(space, dict) and space.get("name"):
+            spaces.setdefault(space["name"], space)
+            rec = {**rec, "feature_space": space["name"]}
+        out.append(rec)
+    return out, spaces
+
+
+def unpacked(records: list[dict], spaces: dict[str, dict]) -> list[dict]:
+    """packed's inverse; a report written before the table kept each description in its record, as read here."""
+    return [{**rec, "feature_space": spaces.get(rec["feature_space"], {"name": rec["feature_space"]})}
+            if isinstance(rec.get("feature_space"), str) else rec for rec in records]
+
+
 def carried_records(path: Path, benchmark: str, held: set[str]) -> list[dict]:
-    """The records of the report at path for the jobs not in held (none when there is no report yet)."""
+    """The records of the report at path for the jobs not in held (none when there is no report yet), with their
+    feature spaces' descriptions."""
     if not path.is_file():
         return []
     old = read_json(path)
@@ -110,7 +132,7 @@ def carried_records(path: Path, benchmark: str, held: set[str]) -> list[dict]:
     if "records" not in old:
         raise ConfigError(f"--merge: {path} holds no job records (written before reports kept them), so its "
                           f"rows cannot be merged; rebuild it from its run directories without --merge")
-    return [r for r in old["records"] if r["name"] not in held]
+    return [r for r in unpacked(old["records"], old.get("spaces") or {}) if r["name"] not in held]
 
 
 def value(rec: dict, metric: str) -> float | None:
@@ -377,11 +399,12 @@ def write_report(folder: Path, out: Path | None = None, merge: bool = False) -> 
         md += ["", "## Not succeeded", "", *[f"- {p}" for p in issues]]
     out.mkdir(parents=True, exist_ok=True)
     files = [out / "BENCHMARK.md", out / "BENCHMARK.json"]
+    kept, space_table = packed(records)
     write_atomic(files[0], lambda f: f.write("\n".join(md) + "\n"), binary=False)
     write_json_atomic(files[1], {"benchmark": folder.name, "folder": str(folder), "jobs": len(records),
                                  "succeeded": succeeded, "carried": len(carried), "rows": rows, "best": best,
                                  "problems": issues, "feature_spaces": spaces, "provenance": origin,
-                                 "records": records})
+                                 "spaces": space_table, "records": kept})
     files += plot(out, rows)
     files.append(write_hparams(out, rows))
     summary = f"{folder}: {succeeded} of {len(records)} jobs succeeded in {len(rows)} settings" + (
