@@ -17,7 +17,8 @@ from aelab.models import Batch, gaussian_kl, standard_normal
 from aelab.models.hvae import HierarchicalVAE
 from aelab.models.latent import log_normal, mmd
 from aelab.models.regularised import ContractiveAutoencoder, RegularizedAutoencoder, SparseAutoencoder
-from aelab.models.vamp import VampPriorVAE
+from aelab.models.vae_resnet import ResNetVAE
+from aelab.models.vamp import VampPriorVAE, VampResNetVAE
 from aelab.models.wae import InfoVAE, WassersteinAutoencoder
 
 MNIST = (1, 28, 28)
@@ -126,6 +127,38 @@ def test_vamp_nll_sits_below_the_negative_elbo():
         neg_elbo = torch.stack([model.loss(b).loss for _ in range(100)]).mean()
         nll = model.nll(b.input, b.target, samples=100, generator=torch.Generator().manual_seed(1)).mean()
     assert float(nll) < float(neg_elbo)
+
+
+def test_vamp_resnet_weighs_its_elbo_and_iwae_bound_with_the_vamp_prior():
+    """An encoder that ignores its input makes every posterior the one pseudo-input's (q(z|x) = p(z)), and a decoder
+    that ignores its code puts logit 0 on every pixel (log p(x|z) = -784 log 2): so the KL estimate is 0 at every
+    draw and every bound is exactly 784 log 2 nats. vae_resnet's N(0, I) prior, in the same setup, is not."""
+    def constant(model):
+        head = nn.Linear(784, 6)
+        out = nn.Linear(3, 784)
+        with torch.no_grad():
+            head.weight.zero_()
+            head.bias.copy_(torch.tensor([1.0, 1.0, 1.0, -2.0, -2.0, -2.0]))
+            out.weight.zero_()
+            out.bias.zero_()
+        model.encoder = nn.Sequential(nn.Flatten(), head)
+        model.decoder = nn.Sequential(out, nn.Unflatten(1, MNIST))
+        return model
+
+    exact = 784 * math.log(2)
+    b = batch(4)
+    nets = dict(latent_dim=3, channels=[4, 8], blocks=[0, 0])
+    for objective in ("elbo", "iwae"):
+        model = constant(VampResNetVAE(MNIST, MNIST, pseudo_inputs=1, objective=objective, **nets))
+        out = model.loss(b)
+        assert out.loss.item() == pytest.approx(exact, rel=1e-6) and out.terms["kl_loss"].item() == pytest.approx(0)
+        plain = constant(ResNetVAE(MNIST, MNIST, objective=objective, **nets)).loss(b)
+        assert plain.loss.item() > exact + 1.0  # the KL to N(0, I) of N(1, e^-2)
+    warm = constant(VampResNetVAE(MNIST, MNIST, pseudo_inputs=1, objective="iwae", elbo_warmup_epochs=1, **nets))
+    assert warm.training_loss(b, 0, epoch=0).loss.item() == pytest.approx(exact, rel=1e-6)
+    assert float(warm.nll(b.input, b.target, samples=8).mean()) == pytest.approx(exact, rel=1e-6)
+    with pytest.raises(ConfigError, match="free_bits must be 0 with a VampPrior"):
+        VampResNetVAE(MNIST, MNIST, free_bits=0.5)
 
 
 def test_hierarchical_nll_matches_the_exact_likelihood_by_quadrature():

@@ -6,6 +6,9 @@ sampled z (logged as kl_loss, nats per image; unbiased, noisier than the analyti
 importance weights of the NLL use the same p(z), so test/nll is a correct estimate for this model (Bernoulli
 decoder). Pseudo-inputs live in the input space (the corrupted image's shape) and are kept in [0, 1] by a hard
 clamp, as the paper's hardtanh does.
+
+Two models carry it: `vamp_vae` (the conv VAE's nets, the ELBO) and `vamp_resnet` (vae_resnet's residual nets and
+objectives: the ELBO, or the IWAE bound, whose importance weights are this prior's).
 """
 
 from __future__ import annotations
@@ -21,27 +24,24 @@ from aelab.models.base import RECON_TERM, Batch, LossTerms, VariationalAutoencod
 from aelab.models.contract import Term
 from aelab.models.latent import log_normal, reparameterize, standard_normal
 from aelab.models.layers import conv_coder
+from aelab.models.vae_resnet import ResNetVAE
 from aelab.types import PositiveInt
 
 
-class VampPriorVAE(VariationalAutoencoder):
-    """The conv VAE's nets with a VampPrior of `pseudo_inputs` components. beta and kl_warmup_steps weight the KL
-    estimate; free_bits needs a KL per dimension, which a mixture prior does not give, and is refused."""
+class VampPrior(VariationalAutoencoder):
+    """A VAE whose prior is the VampPrior: a subclass builds its nets, then calls `add_pseudo_inputs`. beta and
+    kl_warmup_steps weight the KL estimate; free_bits needs a KL per dimension, which a mixture prior does not give,
+    and is refused."""
 
     terms = (RECON_TERM, Term("kl_loss", "log q(z|x) - log p(z) at the sampled z, nats per image: a one-sample "
                                          "estimate of the KL to the VampPrior (the loss adds beta times it)"))
     prior = "learned"
-    likelihood = True  # its own importance weights, with the mixture prior
 
-    def __init__(self, *args, channels: list[PositiveInt] = (32, 64), hidden: PositiveInt = 128,
-                 pseudo_inputs: PositiveInt = 100, batch_norm: bool = False, **kwargs):
-        super().__init__(*args, **kwargs)
-        check(self.kl.free_bits == 0.0, "model.free_bits must be 0 for model=vamp_vae: a mixture prior has no KL per "
-                                        "latent dimension for the floor to act on")
-        self.encoder, self.decoder = conv_coder(self.input_shape, self.output_shape, list(channels), hidden,
-                                                2 * self.latent_dim, self.latent_dim, batch_norm)
+    def add_pseudo_inputs(self, count: int) -> None:
+        check(self.kl.free_bits == 0.0, "model.free_bits must be 0 with a VampPrior (model=vamp_vae, vamp_resnet): a "
+                                        "mixture prior has no KL per latent dimension for the floor to act on")
         # initialised around grey, as the paper's N(0.5, 0.01) pseudo-inputs
-        self.pseudo = nn.Parameter(0.5 + 0.01 * torch.randn(pseudo_inputs, *self.input_shape))
+        self.pseudo = nn.Parameter(0.5 + 0.01 * torch.randn(count, *self.input_shape))
 
     def pseudo_posteriors(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(means, log-variances) [K, D] of q(z | u_k)."""
@@ -54,6 +54,7 @@ class VampPriorVAE(VariationalAutoencoder):
         return torch.logsumexp(per_component, dim=-1) - math.log(len(means))
 
     def loss(self, batch: Batch, step: int = 0) -> LossTerms:
+        """-ELBO with the one-sample KL estimate."""
         mean, log_var = self.posterior(batch.input, batch.label)
         z = reparameterize(mean, log_var)
         logits = self.decode(z, batch.label)
@@ -76,3 +77,28 @@ class VampPriorVAE(VariationalAutoencoder):
         log_px_z = -F.binary_cross_entropy_with_logits(logits, targets.float().repeat(k, 1, 1, 1), reduction="none")
         log_ratio = self.log_prior(z) - log_normal(z, mean, log_var)  # [k, b]
         return log_px_z.flatten(1).sum(1).view(k, b) + log_ratio
+
+
+class VampPriorVAE(VampPrior):
+    """The conv VAE's nets (channels, hidden, batch_norm) with a VampPrior of `pseudo_inputs` components."""
+
+    likelihood = True  # VampPrior's importance weights, with the mixture prior (declared per class: not inherited)
+
+    def __init__(self, *args, channels: list[PositiveInt] = (32, 64), hidden: PositiveInt = 128,
+                 pseudo_inputs: PositiveInt = 100, batch_norm: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.encoder, self.decoder = conv_coder(self.input_shape, self.output_shape, list(channels), hidden,
+                                                2 * self.latent_dim, self.latent_dim, batch_norm)
+        self.add_pseudo_inputs(pseudo_inputs)
+
+
+class VampResNetVAE(ResNetVAE, VampPrior):
+    """vae_resnet's nets and objectives (channels, blocks, norm; objective elbo | iwae, iwae_samples,
+    elbo_warmup_epochs) with a VampPrior of `pseudo_inputs` components: its ELBO is VampPrior.loss, and the IWAE
+    bound's weights are VampPrior.log_importance_weights (ResNetVAE calls both through the method order)."""
+
+    likelihood = True  # VampPrior's importance weights, with the mixture prior (declared per class: not inherited)
+
+    def __init__(self, *args, pseudo_inputs: PositiveInt = 100, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.add_pseudo_inputs(pseudo_inputs)
