@@ -51,6 +51,7 @@ EXPECTED = {
     "contractive_ae_mnist": (BASE, "pca"),
     "vamp_binarized": (GEN, "pca"),
     "hvae_binarized": (GEN, "pca"),
+    "vamp_iwae_binarized_long": (GEN, "pca"),  # vamp_resnet on iwae_binarized's recipe
     # a VQ-VAE's code holds as many numbers as the image has pixels: a PCA of that size is the identity, no baseline
     "vqvae_mnist": (BASE, None),
     "vqvae_prior_mnist": (GEN, None),  # its first stage trains in the test first
