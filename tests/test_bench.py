@@ -192,6 +192,16 @@ def test_a_feature_space_is_described_once_and_read_back_from_either_layout():
     assert unpacked([scored, unscored], {}) == [scored, unscored]  # a report written before the table
 
 
+def test_a_feature_space_line_gives_the_fid_floor_over_the_jobs_scored_in_it():
+    from aelab.bench_report import feature_spaces, packed
+
+    space = {"name": "s", "kind": "domain classifier", "dataset": "mnist", "test_accuracy": 0.9}
+    jobs = [{"feature_space": space, "metrics": {"test/fid_floor": floor}} for floor in (1.0, 3.0)]
+    jobs.append({"feature_space": None, "metrics": {"test/fid_floor": 100.0}})  # not scored in s: not counted
+    assert feature_spaces(*packed(jobs)) == ["`s` (domain classifier of mnist, test accuracy 0.9000), where held-out "
+                                             "real images score FID 2.00 ± 1.41 against the test split"]
+
+
 @pytest.mark.parametrize("old, message", [
     ({"benchmark": "mnist_families", "records": []}, "is the report of benchmark folder 'mnist_families', not "
                                                      "'lesson'; merge carries over jobs of the same benchmark only"),

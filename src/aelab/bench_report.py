@@ -221,16 +221,14 @@ def table(rows: list[dict], best: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
-def feature_spaces(records: list[dict]) -> list[str]:
+def feature_spaces(records: list[dict], spaces: dict[str, dict]) -> list[str]:
     """Each feature space the jobs' sample-quality metrics were computed in, with its test accuracy and the FID
-    floor (held-out real images against the test split) over the jobs scored in it."""
-    spaces: dict[str, dict] = {}
+    floor (held-out real images against the test split) over the jobs scored in it; `records` and `spaces` as
+    packed() returns them."""
     floors: dict[str, list] = defaultdict(list)
     for rec in records:
-        space = rec["feature_space"] or {}
-        if space.get("name"):
-            spaces.setdefault(space["name"], space)
-            floors[space["name"]].append(value(rec, "test/fid_floor"))
+        if isinstance(rec["feature_space"], str):  # packed: the name of a described space
+            floors[rec["feature_space"]].append(value(rec, "test/fid_floor"))
     out = []
     for name, space in spaces.items():
         accuracy = space.get("test_accuracy")
@@ -392,14 +390,14 @@ def write_report(folder: Path, out: Path | None = None, merge: bool = False) -> 
           + (", with --merge keeping the jobs of the earlier report." if carried else "."), "",
           table(rows, best)]
     md += ["", *provenance_lines(origin)]
-    spaces = feature_spaces(records)
+    kept, space_table = packed(records)
+    spaces = feature_spaces(kept, space_table)
     if spaces:
         md += ["", "Sample quality (FID, precision, recall) in the feature space of " + "; ".join(spaces) + "."]
     if issues:
         md += ["", "## Not succeeded", "", *[f"- {p}" for p in issues]]
     out.mkdir(parents=True, exist_ok=True)
     files = [out / "BENCHMARK.md", out / "BENCHMARK.json"]
-    kept, space_table = packed(records)
     write_atomic(files[0], lambda f: f.write("\n".join(md) + "\n"), binary=False)
     write_json_atomic(files[1], {"benchmark": folder.name, "folder": str(folder), "jobs": len(records),
                                  "succeeded": succeeded, "carried": len(carried), "rows": rows, "best": best,
