@@ -57,6 +57,8 @@ EXPECTED = {
     "vqvae_prior_mnist": (GEN, None),  # its first stage trains in the test first
     "mae_mnist": ({"figures/latent_scatter"}, "pca"),  # a code without a decoder of codes: the scatter only
     "mae_fashion": ({"figures/latent_scatter"}, "pca"),
+    "mae_mnist_long": ({"figures/latent_scatter"}, "pca"),  # mae_mnist's recipe at three times the epochs
+    "mae_fashion_long": ({"figures/latent_scatter"}, "pca"),
     # disentanglement on dSprites (issue 26): traversals and the factor x dimension heat map beside the VAE figures
     **{name: (GEN | DISENTANGLEMENT, "pca") for name in ("dsprites_beta_vae", "dsprites_beta4_vae",
                                                           "dsprites_beta_tcvae", "dsprites_factorvae",
@@ -127,6 +129,10 @@ SLOW_PRESETS |= {"vqvae_prior_mnist"}
 # the default suite's budget: these families' objectives and estimators have their own tests (test_families.py,
 # test_vqvae.py, test_disentangle_models.py); their presets train a few batches in the slow run
 SLOW_PRESETS |= {"vqvae_mnist", "vamp_binarized", "dsprites_beta_tcvae"}
+# the longer MAE recipes: under FAST they train what mae_mnist / mae_fashion train in the default run
+SLOW_PRESETS |= {"mae_mnist_long", "mae_fashion_long"}
+# the VampPrior on vae_resnet's nets: its terms and NLL have their own tests in test_families.py
+SLOW_PRESETS |= {"vamp_iwae_binarized_long"}
 SLOW_PRESETS |= {"dsprites_beta_vae", "dsprites_beta4_vae", "dsprites_factorvae", "dsprites_dip_vae",
                  "dsprites_capacity_vae"}
 
