@@ -13,6 +13,8 @@ from experiments.report import REPO, fmt
 PRESETS = REPO / "conf" / "experiment"
 
 NLL_RUNS = ("hvae_binarized", "vamp_binarized", "vamp_iwae_binarized_long")  # the last one: a longer recipe
+# the masked AE's probe targets: the best of the family's preset and its longer recipe
+MAE_RUNS = {"MNIST": ("mae_mnist", "mae_mnist_long"), "Fashion-MNIST": ("mae_fashion", "mae_fashion_long")}
 BURDA_BEST = 82.90  # Burda et al. (2015), IWAE with 2 stochastic layers, k = 50: the issue's target
 FAMILY_PRESETS = ("vqvae_mnist", "vqvae_prior_mnist", "wae_mnist", "info_vae_mnist", "rae_mnist", "vamp_binarized",
                   "hvae_binarized", "mae_mnist", "mae_fashion", "sparse_ae_mnist", "contractive_ae_mnist")
@@ -79,20 +81,22 @@ def family_targets_section(jobs: list) -> list[str]:
         rows.append(_row("binarized MNIST NLL, best of the hierarchical / VampPrior VAEs (nats)", " / ".join(NLL_RUNS),
                          "–", f"≤ {BURDA_BEST}", None))
 
-    def at_least(what, run, key, goal, scale=1.0, unit=""):
-        value = ok.get(run, {}).get(key)
-        measured = None if value is None else value * scale
+    def at_least(what, runs, key, goal, scale=1.0, unit=""):
+        """The best of `runs` (a preset, or a preset and its longer recipe) against `goal`."""
+        runs = (runs,) if isinstance(runs, str) else runs
+        scored = [(ok[r][key] * scale, r) for r in runs if key in ok.get(r, {})]
+        measured, run = max(scored) if scored else (None, " / ".join(runs))
         rows.append(_row(what, run, fmt(measured), f"≥ {goal:g}{unit}",
                          None if measured is None else measured >= goal,
                          "" if measured is None else f"{measured - goal:+.2f}{unit}"))
         if measured is not None and measured < goal:
-            missed.append((what, [run]))
+            missed.append((what, [r for _, r in sorted(scored, reverse=True)]))
 
     at_least("VQ-VAE test PSNR (dB)", "vqvae_mnist", "test/psnr", 30)
     at_least("VQ-VAE codebook perplexity (test)", "vqvae_mnist", "test/perplexity", 64)
-    at_least("masked AE linear probe, 100 labels per class (MNIST, %)", "mae_mnist", "test/probe_linear_100", 96, 100)
-    at_least("masked AE linear probe, 100 labels per class (Fashion-MNIST, %)", "mae_fashion",
-             "test/probe_linear_100", 84, 100)
+    for data, goal in (("MNIST", 96), ("Fashion-MNIST", 84)):
+        at_least(f"masked AE linear probe, 100 labels per class ({data}, %)", MAE_RUNS[data],
+                 "test/probe_linear_100", goal, 100)
 
     vae = ok.get("vae_conv", {}).get("test/fid_prior")
     for run, key, what in (("vqvae_prior_mnist", "test/fid_prior", "VQ-VAE prior samples' FID"),
