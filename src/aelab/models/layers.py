@@ -55,6 +55,51 @@ def upsample_sizes(start: int, target: int) -> list[int]:
     return sizes[::-1]
 
 
+class _RepeatPixels(torch.autograd.Function):
+    """Nearest upsampling by whole factors (fh, fw) of a contiguous NCHW tensor: each pixel repeated fh x fw times."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, fh: int, fw: int) -> torch.Tensor:
+        ctx.factors = (fh, fw)
+        n, c, h, w = x.shape
+        return x[:, :, :, None, :, None].expand(n, c, h, fh, w, fw).reshape(n, c, h * fh, w * fw)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        fh, fw = ctx.factors
+        n, c, hh, ww = grad.shape
+        g = grad.reshape(n, c, hh // fh, fh, ww // fw, fw)
+        # torch's CPU upsample_nearest2d_backward adds an input pixel's fh x fw output gradients to a zero in
+        # row-major order; adding them in that order here gives the same sums, bit for bit (tests/test_layers.py)
+        acc = g[:, :, :, 0, :, 0] + 0.0
+        for di in range(fh):
+            for dj in range(fw):
+                if di or dj:
+                    acc = acc + g[:, :, :, di, :, dj]
+        return acc, None, None
+
+
+class NearestUpsample(nn.Module):
+    """nn.Upsample(size=size, mode="nearest") with the same outputs and gradients, bit for bit. On the CPU, torch's
+    nearest-upsampling kernel takes several times longer than the copy it amounts to at a whole-number factor (the
+    largest cost after the convolutions in a ResNet decoder's forward pass, which the importance-sampled NLL runs a
+    thousand times per image); there the copy is a broadcast and a reshape. Other devices, memory formats and
+    fractional factors go to F.interpolate, as nn.Upsample does."""
+
+    def __init__(self, size: tuple[int, int]):
+        super().__init__()
+        self.size = tuple(int(v) for v in size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        (h, w), (oh, ow) = x.shape[-2:], self.size
+        if x.device.type == "cpu" and x.dim() == 4 and x.is_contiguous() and oh % h == 0 and ow % w == 0:
+            return _RepeatPixels.apply(x, oh // h, ow // w)
+        return nn.functional.interpolate(x, size=self.size, mode="nearest")
+
+    def extra_repr(self) -> str:
+        return f"size={self.size}"
+
+
 class ConvDecoder(nn.Module):
     """Per stage: 3x3 conv + ReLU + upsampling to the next size, so the output is exactly the target size
     whatever the latent size (super-resolution adds stages). A final 3x3 conv gives the output logits."""
@@ -71,7 +116,7 @@ class ConvDecoder(nn.Module):
         for width, size in zip(chans, zip(hs, ws)):
             layers += [nn.Conv2d(c, width, 3, padding=1)]
             layers += [nn.BatchNorm2d(width)] if batch_norm else []
-            layers += [nn.ReLU(), nn.Upsample(size=size, mode="nearest")]
+            layers += [nn.ReLU(), NearestUpsample(size)]
             c = width
         layers.append(nn.Conv2d(c, out_shape[0], 3, padding=1))
         self.net = nn.Sequential(*layers)
@@ -163,7 +208,7 @@ class ResNetDecoder(nn.Module):
             c = channels[0]
         layers += [ResBlock(c, norm) for _ in range(blocks[0])]
         for width, n, size in zip(widths, stage_blocks, zip(hs, ws)):
-            layers += [_norm(norm, c), nn.ReLU(), nn.Upsample(size=size, mode="nearest"),
+            layers += [_norm(norm, c), nn.ReLU(), NearestUpsample(size),
                        nn.Conv2d(c, width, 3, padding=1)]
             layers += [ResBlock(width, norm) for _ in range(n)]
             c = width
