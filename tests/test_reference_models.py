@@ -248,6 +248,19 @@ def test_a_null_total_steps_is_filled_with_the_run_length():
         with_run_length(one_cycle, lambda: float("inf"))
 
 
+def test_a_run_too_short_for_one_cycle_phases_is_refused_in_one_line():
+    """torch's OneCycleLR divides by its warm-up's length, zero steps when pct_start x total_steps is 1 (10 steps at
+    the presets' pct_start 0.1): aelab says so instead of a ZeroDivisionError; 11 steps work."""
+    opt = lambda: [[torch.nn.Parameter(torch.zeros(1))]]  # noqa: E731
+    sgd = functools.partial(torch.optim.SGD, lr=0.1)
+    plan = Optimisation(sgd, functools.partial(torch.optim.lr_scheduler.OneCycleLR, max_lr=0.1, total_steps=None,
+                                               pct_start=0.1), interval="step")
+    with pytest.raises(ConfigError, match=r"OneCycleLR cannot be laid over this run's 10 optimizer steps with "
+                                          r"pct_start=0.1: .* change scheduler.pct_start"):
+        plan.configure(opt(), lambda: 10.0)
+    assert plan.configure(opt(), lambda: 11.0)["lr_scheduler"]["scheduler"].total_steps == 11
+
+
 def test_a_checkpoint_recording_the_retired_scheduler_interval_still_loads(tmp_path):
     """model.scheduler_interval became scheduler.interval: a checkpoint written before records it in its model
     config, and aelab-eval would refuse it as an unknown key; loading drops it."""

@@ -24,7 +24,7 @@ from typing import Any, Callable, Literal
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from aelab.errors import check
+from aelab.errors import ConfigError, check
 
 INTERVALS = ("step", "epoch")
 OWN_KEYS = ("interval", "monitor")
@@ -59,11 +59,28 @@ class Optimisation:
             return optimizers[0] if len(optimizers) == 1 else optimizers
         configs = []
         for opt in optimizers:
-            sched = factory(optimizer=opt)
+            try:
+                sched = factory(optimizer=opt)
+            except ZeroDivisionError:  # OneCycleLR: pct_start x total_steps == 1 leaves a warm-up of zero steps
+                name, keys = partial_parts(factory)
+                raise ConfigError(
+                    f"scheduler {name} cannot be laid over this run's {keys.get('total_steps', '?')} optimizer steps"
+                    + (f" with pct_start={keys['pct_start']}" if "pct_start" in keys else "") + ": one of its "
+                    "phases would be zero steps long; train for more steps (epochs, trainer.limit_train_batches) or "
+                    "change scheduler.pct_start") from None
             plateau = isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau)
             when = {"interval": "epoch", "monitor": self.monitor} if plateau else {"interval": self.interval}
             configs.append({"optimizer": opt, "lr_scheduler": {"scheduler": sched, **when}})
         return configs[0] if len(configs) == 1 else configs
+
+
+def partial_parts(factory) -> tuple[str, dict]:
+    """The class name and the merged keywords of a (nested) functools.partial: with_run_length wraps Hydra's."""
+    keywords: dict = {}
+    while isinstance(factory, functools.partial):
+        keywords = {**factory.keywords, **keywords}
+        factory = factory.func
+    return getattr(factory, "__name__", type(factory).__name__), keywords
 
 
 def build_optimisation(cfg: DictConfig) -> Optimisation:
