@@ -131,6 +131,31 @@ def test_tiny_benchmark_subprocess_rows(tmp_path):
     assert len(sweep["sequential"]["job_images_per_s"]) == len(sweep["joblib"]["job_images_per_s"]) == 4
 
 
+COMMITS = REPO_ROOT / "experiments" / "benchmarks" / "commits.py"
+
+
+@pytest.mark.slow  # four fresh training processes in two worktrees
+def test_commits_times_the_same_configuration_at_two_commits(tmp_path):
+    env = {**os.environ, "AELAB_DATA_DIR": str(DATA_DIR)}
+    proc = subprocess.run([sys.executable, str(COMMITS), "HEAD", "HEAD~1", "experiment=ae_conv_mnist", "--batches", "3",
+                           "--warmup", "1", "--repeats", "2"], env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    lines = proc.stdout.splitlines()
+    assert [line.split(":")[0] for line in lines[:4]] == ["HEAD", "HEAD~1", "HEAD~1", "HEAD"]  # A B B A
+    assert "HEAD HEAD" not in lines[-1] and "HEAD~1 / HEAD = " in lines[-1]
+    rates = [float(line.split(": ")[1].split()[0].replace(",", "")) for line in lines[:4]]
+    assert all(r > 0 for r in rates)
+    listed = subprocess.run(["git", "-C", str(REPO_ROOT), "worktree", "list"], capture_output=True, text=True).stdout
+    assert "aelab-commits-" not in listed  # its worktrees are removed
+
+
+def test_commits_refuses_an_unknown_commit_in_one_line():
+    proc = subprocess.run([sys.executable, str(COMMITS), "no-such-commit", "HEAD", "--repeats", "1"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("commits.py: cannot check out commit 'no-such-commit'")
+
+
 @pytest.fixture
 def fresh_tuning(monkeypatch):
     monkeypatch.setattr(perf, "_applied", None)
