@@ -51,13 +51,14 @@ def child(overrides: list[str], batches: int, warmup: int, work: Path) -> None:
     print("RESULT " + json.dumps(result), flush=True)
 
 
-def measure(path: Path, args, work: Path) -> float:
+def measure(commit: str, path: Path, args, work: Path) -> float:
+    work.mkdir(parents=True)
     env = {**os.environ, "PYTHONPATH": str(path / "src")}
     cmd = [sys.executable, __file__, "--child", str(work), str(args.batches), str(args.warmup), *args.overrides]
     proc = subprocess.run(cmd, env=env, cwd=path, capture_output=True, text=True)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     if proc.returncode or not lines:
-        raise SystemExit(f"commits.py: the run at {path.name} failed:\n{proc.stderr[-3000:]}")
+        raise SystemExit(f"commits.py: the run at {commit} failed:\n{proc.stderr[-3000:]}")
     return json.loads(lines[-1][len("RESULT "):])["images_per_s"]
 
 
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
                 paths.append(checkout(commit, root / str(i)))
             for r in range(args.repeats):
                 for i in ((0, 1) if r % 2 == 0 else (1, 0)):
-                    rates[i].append(measure(paths[i], args, root / f"work-{i}-{r}"))
+                    rates[i].append(measure(names[i], paths[i], args, root / f"work-{i}-{r}"))
                     print(f"{names[i]}: {rates[i][-1]:,.1f} images per CPU-second", flush=True)
         finally:
             for path in paths:
