@@ -55,36 +55,12 @@ def upsample_sizes(start: int, target: int) -> list[int]:
     return sizes[::-1]
 
 
-class _RepeatPixels(torch.autograd.Function):
-    """Nearest upsampling by whole factors (fh, fw) of a contiguous NCHW tensor: each pixel repeated fh x fw times."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, fh: int, fw: int) -> torch.Tensor:
-        ctx.factors = (fh, fw)
-        n, c, h, w = x.shape
-        return x[:, :, :, None, :, None].expand(n, c, h, fh, w, fw).reshape(n, c, h * fh, w * fw)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        fh, fw = ctx.factors
-        n, c, hh, ww = grad.shape
-        g = grad.reshape(n, c, hh // fh, fh, ww // fw, fw)
-        # torch's CPU upsample_nearest2d_backward adds an input pixel's fh x fw output gradients to a zero in
-        # row-major order; adding them in that order here gives the same sums, bit for bit (tests/test_layers.py)
-        acc = g[:, :, :, 0, :, 0] + 0.0
-        for di in range(fh):
-            for dj in range(fw):
-                if di or dj:
-                    acc = acc + g[:, :, :, di, :, dj]
-        return acc, None, None
-
-
 class NearestUpsample(nn.Module):
-    """nn.Upsample(size=size, mode="nearest") with the same outputs and gradients, bit for bit. On the CPU, torch's
-    nearest-upsampling kernel takes several times longer than the copy it amounts to at a whole-number factor (the
-    largest cost after the convolutions in a ResNet decoder's forward pass, which the importance-sampled NLL runs a
-    thousand times per image); there the copy is a broadcast and a reshape. Other devices, memory formats and
-    fractional factors go to F.interpolate, as nn.Upsample does."""
+    """nn.Upsample(size=size, mode="nearest") with the same outputs, bit for bit. Without gradients on the CPU (the
+    test, the importance-sampled NLL that decodes a thousand samples per image, sampling), a whole-factor nearest
+    upsampling is a broadcast and a reshape, which runs several times faster than torch's kernel. With gradients it
+    is torch's kernel: a copy of its backward in Python made training steps slower (experiments/benchmarks/commits.py
+    98d0171 1d1017c). Other devices, memory formats and fractional factors also go to F.interpolate."""
 
     def __init__(self, size: tuple[int, int]):
         super().__init__()
@@ -92,8 +68,10 @@ class NearestUpsample(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         (h, w), (oh, ow) = x.shape[-2:], self.size
-        if x.device.type == "cpu" and x.dim() == 4 and x.is_contiguous() and oh % h == 0 and ow % w == 0:
-            return _RepeatPixels.apply(x, oh // h, ow // w)
+        if (not (torch.is_grad_enabled() and x.requires_grad) and x.device.type == "cpu" and x.dim() == 4
+                and x.is_contiguous() and oh % h == 0 and ow % w == 0):
+            n, c = x.shape[:2]
+            return x[:, :, :, None, :, None].expand(n, c, h, oh // h, w, ow // w).reshape(n, c, oh, ow)
         return nn.functional.interpolate(x, size=self.size, mode="nearest")
 
     def extra_repr(self) -> str:
