@@ -136,13 +136,16 @@ COMMITS = REPO_ROOT / "experiments" / "benchmarks" / "commits.py"
 
 @pytest.mark.slow  # four fresh training processes in two worktrees
 def test_commits_times_the_same_configuration_at_two_commits(tmp_path):
+    # HEAD under two names (a clean clone may be shallow): one worktree each, in A B B A order
+    sha = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True,
+                         check=True).stdout.strip()
     env = {**os.environ, "AELAB_DATA_DIR": str(DATA_DIR)}
-    proc = subprocess.run([sys.executable, str(COMMITS), "HEAD", "HEAD~1", "experiment=ae_conv_mnist", "--batches", "3",
+    proc = subprocess.run([sys.executable, str(COMMITS), "HEAD", sha, "experiment=ae_conv_mnist", "--batches", "3",
                            "--warmup", "1", "--repeats", "2"], env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     lines = proc.stdout.splitlines()
-    assert [line.split(":")[0] for line in lines[:4]] == ["HEAD", "HEAD~1", "HEAD~1", "HEAD"]  # A B B A
-    assert "HEAD HEAD" not in lines[-1] and "HEAD~1 / HEAD = " in lines[-1]
+    assert [line.split(":")[0] for line in lines[:4]] == ["HEAD", sha, sha, "HEAD"]
+    assert f"{sha} / HEAD = " in lines[-1]
     rates = [float(line.split(": ")[1].split()[0].replace(",", "")) for line in lines[:4]]
     assert all(r > 0 for r in rates)
     listed = subprocess.run(["git", "-C", str(REPO_ROOT), "worktree", "list"], capture_output=True, text=True).stdout

@@ -56,8 +56,8 @@ def upsample_sizes(start: int, target: int) -> list[int]:
 
 
 class NearestUpsample(nn.Module):
-    """nn.Upsample(size=size, mode="nearest") with the same outputs, bit for bit. Without gradients on the CPU (the
-    test, the importance-sampled NLL that decodes a thousand samples per image, sampling), a whole-factor nearest
+    """nn.Upsample(size=size, mode="nearest") with the same outputs, bit for bit. Without gradients on the CPU
+    (evaluation, the importance-sampled NLL that decodes a thousand samples per image, sampling), a whole-factor nearest
     upsampling is a broadcast and a reshape, which runs several times faster than torch's kernel. With gradients it
     is torch's kernel: a copy of its backward in Python made training steps slower (experiments/benchmarks/commits.py
     98d0171 1d1017c). Other devices, memory formats and fractional factors also go to F.interpolate."""
